@@ -1,0 +1,1 @@
+"""Realtime duplex voice appliance."""

@@ -1,0 +1,1 @@
+"""Helpers for running real dependencies locally (tests, demo, benchmarks)."""
