@@ -1,0 +1,294 @@
+"""The worker's configuration: the deployment guide's YAML keys, then environment overrides.
+
+```yaml
+worker:         {name, grpc_port, adapter_type, host, advertise_host, inference_threads,
+                 onnx_threads, output_lead_ms, max_text_chars, drain_grace_s, use_cuda}
+model_manager:  {default_model_id, preload_model_ids, resident_cap, ttl_ms,
+                 min_residency_ms, max_parallel_loads}
+redis:          {url, heartbeat_interval_ms, worker_ttl_ms}
+audio:          {sample_rate, frame_duration_ms}
+```
+
+Unknown keys and wrongly typed values are errors that name the key. Every override is
+listed in :data:`ENV_OVERRIDES` (the source of `.env.example`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import yaml
+
+SUPPORTED_SAMPLE_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+"""Output rates a session may ask for (each gives a whole number of samples per frame)."""
+
+SUPPORTED_FRAME_MS: tuple[int, ...] = (10, 20, 40)
+
+
+class ConfigError(ValueError):
+    """The configuration file or an environment override is invalid."""
+
+
+@dataclass(frozen=True)
+class WorkerSection:
+    """Identity, network and engine settings of one worker process."""
+
+    name: str
+    grpc_port: int
+    adapter_type: str
+    host: str = "127.0.0.1"  # address the gRPC server binds
+    advertise_host: str = "localhost"  # host in the announced addr "grpc://host:port"
+    inference_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    onnx_threads: int = 1
+    output_lead_ms: int = 100
+    max_text_chars: int = 2000
+    drain_grace_s: float = 10.0
+    use_cuda: bool = True
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name.strip()), "worker.name must not be empty")
+        _require(bool(self.adapter_type.strip()), "worker.adapter_type must not be empty")
+        _require(0 <= self.grpc_port <= 65535, "worker.grpc_port must be in 0..65535")
+        _require(self.inference_threads >= 1, "worker.inference_threads must be >= 1")
+        _require(self.onnx_threads >= 1, "worker.onnx_threads must be >= 1")
+        _require(self.output_lead_ms >= 0, "worker.output_lead_ms must be >= 0")
+        _require(self.max_text_chars >= 1, "worker.max_text_chars must be >= 1")
+        _require(self.drain_grace_s >= 0, "worker.drain_grace_s must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelManagerSection:
+    """Which models are resident and for how long."""
+
+    default_model_id: str
+    preload_model_ids: tuple[str, ...] = ()
+    resident_cap: int = 2
+    ttl_ms: int = 0  # idle time before eviction; 0 = never
+    min_residency_ms: int = 30_000
+    max_parallel_loads: int = 1
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(self.default_model_id.strip()), "model_manager.default_model_id must not be empty"
+        )
+        _require(self.resident_cap >= 1, "model_manager.resident_cap must be >= 1")
+        _require(self.ttl_ms >= 0, "model_manager.ttl_ms must be >= 0 (0 = never)")
+        _require(self.min_residency_ms >= 0, "model_manager.min_residency_ms must be >= 0")
+        _require(self.max_parallel_loads >= 1, "model_manager.max_parallel_loads must be >= 1")
+
+
+@dataclass(frozen=True)
+class RedisSection:
+    """Where and how often the worker announces itself."""
+
+    url: str = "redis://localhost:6379"
+    heartbeat_interval_ms: int = 5000
+    worker_ttl_ms: int = 15000
+
+    def __post_init__(self) -> None:
+        _require(
+            self.url.startswith(("redis://", "rediss://", "unix://")),
+            "redis.url must start with redis://, rediss:// or unix://",
+        )
+        _require(self.heartbeat_interval_ms > 0, "redis.heartbeat_interval_ms must be > 0")
+        _require(
+            self.worker_ttl_ms > self.heartbeat_interval_ms,
+            "redis.worker_ttl_ms must be greater than redis.heartbeat_interval_ms",
+        )
+
+
+@dataclass(frozen=True)
+class AudioSection:
+    """The default output format of every session."""
+
+    sample_rate: int = 48000
+    frame_duration_ms: int = 20
+
+    def __post_init__(self) -> None:
+        _require(
+            self.sample_rate in SUPPORTED_SAMPLE_RATES,
+            f"audio.sample_rate must be one of {list(SUPPORTED_SAMPLE_RATES)}",
+        )
+        _require(
+            self.frame_duration_ms in SUPPORTED_FRAME_MS,
+            f"audio.frame_duration_ms must be one of {list(SUPPORTED_FRAME_MS)}",
+        )
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything `python -m duplex.worker` needs."""
+
+    worker: WorkerSection
+    model_manager: ModelManagerSection
+    redis: RedisSection = field(default_factory=RedisSection)
+    audio: AudioSection = field(default_factory=AudioSection)
+
+
+_SECTIONS: Mapping[str, type[Any]] = MappingProxyType(
+    {
+        "worker": WorkerSection,
+        "model_manager": ModelManagerSection,
+        "redis": RedisSection,
+        "audio": AudioSection,
+    }
+)
+
+ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "DUPLEX_WORKER_NAME": ("worker", "name"),
+        "DUPLEX_WORKER_GRPC_PORT": ("worker", "grpc_port"),
+        "DUPLEX_WORKER_ADAPTER_TYPE": ("worker", "adapter_type"),
+        "DUPLEX_WORKER_HOST": ("worker", "host"),
+        "DUPLEX_WORKER_ADVERTISE_HOST": ("worker", "advertise_host"),
+        "DUPLEX_INFERENCE_THREADS": ("worker", "inference_threads"),
+        "DUPLEX_ONNX_THREADS": ("worker", "onnx_threads"),
+        "DUPLEX_OUTPUT_LEAD_MS": ("worker", "output_lead_ms"),
+        "DUPLEX_MAX_TEXT_CHARS": ("worker", "max_text_chars"),
+        "DUPLEX_DRAIN_GRACE_S": ("worker", "drain_grace_s"),
+        "DUPLEX_USE_CUDA": ("worker", "use_cuda"),
+        "DUPLEX_DEFAULT_MODEL_ID": ("model_manager", "default_model_id"),
+        "DUPLEX_PRELOAD_MODEL_IDS": ("model_manager", "preload_model_ids"),
+        "DUPLEX_RESIDENT_CAP": ("model_manager", "resident_cap"),
+        "DUPLEX_MODEL_TTL_MS": ("model_manager", "ttl_ms"),
+        "DUPLEX_MIN_RESIDENCY_MS": ("model_manager", "min_residency_ms"),
+        "DUPLEX_MAX_PARALLEL_LOADS": ("model_manager", "max_parallel_loads"),
+        "REDIS_URL": ("redis", "url"),
+        "DUPLEX_HEARTBEAT_INTERVAL_MS": ("redis", "heartbeat_interval_ms"),
+        "DUPLEX_WORKER_TTL_MS": ("redis", "worker_ttl_ms"),
+        "DUPLEX_SAMPLE_RATE": ("audio", "sample_rate"),
+        "DUPLEX_FRAME_DURATION_MS": ("audio", "frame_duration_ms"),
+    }
+)
+"""Environment variable -> (section, key). Lists are comma-separated; booleans are
+true/false, 1/0, yes/no or on/off."""
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+T = TypeVar("T")
+
+
+def load_worker_config(path: Path | None, env: Mapping[str, str]) -> WorkerConfig:
+    """Read `path` (None: no file), apply the overrides found in `env`, validate."""
+    raw: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    if path is not None:
+        for section, values in _read_yaml(path).items():
+            raw[section].update(values)
+    for var, (section, key) in ENV_OVERRIDES.items():
+        value = env.get(var)
+        if value is not None and value != "":
+            raw[section][key] = _from_env(var, value, _field_type(_SECTIONS[section], key))
+    built = {name: _build(cls, name, raw[name]) for name, cls in _SECTIONS.items()}
+    return WorkerConfig(**built)
+
+
+def _read_yaml(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    out: dict[str, dict[str, Any]] = {}
+    for section, values in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{path}: unknown section {section!r}; known: {', '.join(_SECTIONS)}")
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: section {section!r} must be a mapping")
+        known = {f.name for f in dataclasses.fields(_SECTIONS[section])}
+        for key in values:
+            if key not in known:
+                raise ConfigError(
+                    f"{path}: unknown key {section}.{key}; known: {', '.join(sorted(known))}"
+                )
+        out[section] = dict(values)
+    return out
+
+
+def _build(cls: type[T], section: str, values: Mapping[str, Any]) -> T:
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in values:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing required key {section}.{f.name}")
+            continue
+        kwargs[f.name] = _check_type(
+            f"{section}.{f.name}", values[f.name], _field_type(cls, f.name)
+        )
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _field_type(cls: type[Any], name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _check_type(key: str, value: Any, expected: Any) -> Any:
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif expected is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif expected is str:
+        if isinstance(value, str):
+            return value
+    elif typing.get_origin(expected) is tuple:
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+    raise ConfigError(f"{key} must be of type {_type_name(expected)}, got {value!r}")
+
+
+def _from_env(var: str, value: str, expected: Any) -> Any:
+    text = value.strip()
+    try:
+        if expected is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError(text)
+        if expected is int:
+            return int(text)
+        if expected is float:
+            return float(text)
+        if typing.get_origin(expected) is tuple:
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {var} must be of type {_type_name(expected)}, got {value!r}"
+        ) from None
+
+
+def _type_name(expected: Any) -> str:
+    if typing.get_origin(expected) is tuple:
+        return "list of strings"
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
+        expected, str(expected)
+    )
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
