@@ -112,7 +112,8 @@ def _kokoro(voice: str) -> ModelSpec:
         capabilities=("streaming",),
         native_sample_rate=24000,
         description=f"Kokoro-82M int8 Japanese voice {voice} (optional extra 'kokoro')",
-        params={"voice": voice},
+        # The manager's default warm-up text is English; give the Japanese front end its own.
+        params={"voice": voice, "warmup_text": "こんにちは。"},
     )
 
 

@@ -1,0 +1,87 @@
+"""Piper (VITS ONNX) voices, e.g. the bundled en_US-joe-medium."""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from piper import PiperVoice
+from piper.config import PiperConfig
+
+from duplex.worker.adapters.base import AdapterOptions, Int16Array
+from duplex.worker.adapters.onnx_session import active_provider, open_session
+from duplex.worker.catalog import ModelSpec
+
+
+class LoadedPiperVoice:
+    """A Piper voice behind the :class:`~duplex.worker.adapters.base.Voice` contract.
+
+    Thread-safe without a lock of ours: piper serialises its espeak-ng phonemizer with its
+    own module lock, and ``InferenceSession.run`` is thread-safe. Yields one chunk per
+    sentence (Piper's unit), as soon as each is synthesized.
+    """
+
+    def __init__(self, model_id: str, voice: PiperVoice) -> None:
+        self.model_id = model_id
+        self.sample_rate: int = voice.config.sample_rate
+        self._voice: PiperVoice | None = voice
+        self._closed = threading.Event()
+
+    @property
+    def session(self) -> onnxruntime.InferenceSession:
+        """The onnxruntime session (for inspection: providers, thread options)."""
+        return self._require().session
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that really runs the model."""
+        return active_provider(self.session)
+
+    def synthesize(self, text: str) -> Iterator[Int16Array]:
+        """Yield int16 mono audio, one chunk per sentence of ``text``."""
+        voice = self._require()
+        for chunk in voice.synthesize(text):
+            if self._closed.is_set():
+                return
+            audio: Int16Array = np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16)
+            if audio.size:
+                yield audio
+
+    def close(self) -> None:
+        """Drop the session; onnxruntime frees its memory (and its CUDA arena) with it."""
+        self._closed.set()
+        self._voice = None
+        gc.collect()
+
+    def _require(self) -> PiperVoice:
+        voice = self._voice
+        if voice is None:
+            raise RuntimeError(f"voice {self.model_id} is closed")
+        return voice
+
+
+class PiperAdapter:
+    """Loads Piper voices from ``params["model_path"]`` and ``params["config_path"]``."""
+
+    name = "piper"
+
+    def load(self, spec: ModelSpec, options: AdapterOptions) -> LoadedPiperVoice:
+        """Build the voice with our own session (thread count, providers) instead of
+        ``PiperVoice.load``, which would first open a default session on every core."""
+        model_path = Path(spec.params["model_path"])
+        config_path = Path(spec.params.get("config_path") or f"{model_path}.json")
+        with config_path.open(encoding="utf-8") as f:
+            config = PiperConfig.from_dict(json.load(f))
+        session = open_session(model_path, options, model_id=spec.model_id)
+        voice = PiperVoice(session=session, config=config)
+        if config.sample_rate != spec.native_sample_rate:
+            raise ValueError(
+                f"{spec.model_id}: voice rate {config.sample_rate} Hz differs from the "
+                f"catalog's {spec.native_sample_rate} Hz"
+            )
+        return LoadedPiperVoice(spec.model_id, voice)
