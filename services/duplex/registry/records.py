@@ -29,7 +29,8 @@ class Capabilities:
 
     def names(self) -> frozenset[str]:
         """Every capability as a name, for `required_capabilities` filters."""
-        flags = {n for n, on in (("streaming", self.streaming), ("zero_shot", self.zero_shot)) if on}
+        pairs = (("streaming", self.streaming), ("zero_shot", self.zero_shot))
+        flags = {n for n, on in pairs if on}
         return frozenset(flags | set(self.extra))
 
     def to_json(self) -> str:
@@ -175,7 +176,10 @@ class RoutingSettings:
             "resident_weight": repr(self.resident_weight),
             "required_capabilities": json.dumps(list(self.required_capabilities)),
             "worker_priority": json.dumps(
-                [{"adapter_type": r.adapter_type, "priority": r.priority} for r in self.worker_priority]
+                [
+                    {"adapter_type": r.adapter_type, "priority": r.priority}
+                    for r in self.worker_priority
+                ]
             ),
             "overflow_threshold": str(self.overflow_threshold),
         }
@@ -185,7 +189,9 @@ class RoutingSettings:
         """Fields missing from Redis keep the fallback's (the config file's) values."""
         try:
             strategy = Strategy(fields.get("load_balancing_strategy", fallback.strategy.value))
-            rules_raw = json.loads(fields["worker_priority"]) if "worker_priority" in fields else None
+            rules_raw = (
+                json.loads(fields["worker_priority"]) if "worker_priority" in fields else None
+            )
             rules = (
                 fallback.worker_priority
                 if rules_raw is None
