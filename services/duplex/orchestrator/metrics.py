@@ -1,0 +1,86 @@
+"""Prometheus metrics of one orchestrator process.
+
+Each `OrchestratorMetrics` owns its own `CollectorRegistry` (never the global default), so
+several apps can live in one process (tests) without clashing. Label values stay bounded:
+worker names, strategies, outcomes and error codes, never a session id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+# The classic text format: every Prometheus server version scrapes it.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+_LATENCY_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0)
+_DECISION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01)
+_LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+class OrchestratorMetrics:
+    """The orchestrator's metrics; `render()` gives the Prometheus text exposition."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sessions_active = Gauge(
+            "duplex_orch_sessions_active", "Client sessions currently open.", registry=r
+        )
+        self.sessions_total = Counter(
+            "duplex_orch_sessions",
+            "Client sessions ended, by outcome (client_end, disconnected, idle_timeout, error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.first_audio_seconds = Histogram(
+            "duplex_orch_first_audio_seconds",
+            "From an utterance's first text to its first audio frame sent to the client.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.routing_decisions_total = Counter(
+            "duplex_orch_routing_decisions",
+            "Sessions routed, by strategy and chosen worker.",
+            ["strategy", "worker"],
+            registry=r,
+        )
+        self.routing_decision_seconds = Histogram(
+            "duplex_orch_routing_decision_seconds",
+            "Time to choose a worker for one session.",
+            buckets=_DECISION_BUCKETS,
+            registry=r,
+        )
+        self.failovers_total = Counter(
+            "duplex_orch_failovers", "Sessions moved to another worker mid-stream.", registry=r
+        )
+        self.worker_errors_total = Counter(
+            "duplex_orch_worker_errors",
+            "Worker streams that failed (error, timeout or disconnect), by worker.",
+            ["worker"],
+            registry=r,
+        )
+        self.frames_sent_total = Counter(
+            "duplex_orch_frames_sent", "20 ms audio frames sent to clients.", registry=r
+        )
+        self.frame_send_lateness_seconds = Histogram(
+            "duplex_orch_frame_send_lateness_seconds",
+            "How late each audio frame left the pacer against its real-time deadline.",
+            buckets=_LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.protocol_errors_total = Counter(
+            "duplex_orch_protocol_errors",
+            "Error messages sent to clients, by code.",
+            ["code"],
+            registry=r,
+        )
+        self.ws_connections_rejected_total = Counter(
+            "duplex_orch_ws_connections_rejected",
+            "WebSocket connections refused because max_connections was reached.",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition format (version 0.0.4) of every metric."""
+        return generate_latest(self.registry)
