@@ -212,7 +212,7 @@ class ModelManager:
     async def acquire(self, model_id: str | None) -> Lease:
         """A lease on ``model_id`` (None = the default), loading it first if needed."""
         slot = await self._ensure(model_id or self._config.default_model_id)
-        assert slot.voice is not None
+        assert slot.voice is not None  # _ensure returns resident slots only
         slot.refcount += 1
         slot.last_used = self._clock()
         return Lease(self, slot, slot.voice)
@@ -329,6 +329,8 @@ class ModelManager:
             await asyncio.shield(slot.task)
         finally:
             slot.waiters -= 1
+        if self._closed or slot.voice is None:
+            raise RuntimeError("model manager is closed")
         return slot
 
     def _make_room(self, model_id: str) -> list[_Slot]:
