@@ -4,7 +4,7 @@
 worker:         {name, grpc_port, adapter_type, host, advertise_host, inference_threads,
                  onnx_threads, output_lead_ms, max_text_chars, drain_grace_s, use_cuda}
 model_manager:  {default_model_id, preload_model_ids, resident_cap, ttl_ms,
-                 min_residency_ms, max_parallel_loads}
+                 min_residency_ms, max_parallel_loads, warmup_text}   (ModelManagerConfig)
 redis:          {url, heartbeat_interval_ms, worker_ttl_ms}
 audio:          {sample_rate, frame_duration_ms}
 ```
@@ -25,6 +25,8 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 import yaml
+
+from duplex.worker.model_manager import ModelManagerConfig
 
 SUPPORTED_SAMPLE_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 """Output rates a session may ask for (each gives a whole number of samples per frame)."""
@@ -61,27 +63,6 @@ class WorkerSection:
         _require(self.output_lead_ms >= 0, "worker.output_lead_ms must be >= 0")
         _require(self.max_text_chars >= 1, "worker.max_text_chars must be >= 1")
         _require(self.drain_grace_s >= 0, "worker.drain_grace_s must be >= 0")
-
-
-@dataclass(frozen=True)
-class ModelManagerSection:
-    """Which models are resident and for how long."""
-
-    default_model_id: str
-    preload_model_ids: tuple[str, ...] = ()
-    resident_cap: int = 2
-    ttl_ms: int = 0  # idle time before eviction; 0 = never
-    min_residency_ms: int = 30_000
-    max_parallel_loads: int = 1
-
-    def __post_init__(self) -> None:
-        _require(
-            bool(self.default_model_id.strip()), "model_manager.default_model_id must not be empty"
-        )
-        _require(self.resident_cap >= 1, "model_manager.resident_cap must be >= 1")
-        _require(self.ttl_ms >= 0, "model_manager.ttl_ms must be >= 0 (0 = never)")
-        _require(self.min_residency_ms >= 0, "model_manager.min_residency_ms must be >= 0")
-        _require(self.max_parallel_loads >= 1, "model_manager.max_parallel_loads must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -127,7 +108,7 @@ class WorkerConfig:
     """Everything `python -m duplex.worker` needs."""
 
     worker: WorkerSection
-    model_manager: ModelManagerSection
+    model_manager: ModelManagerConfig
     redis: RedisSection = field(default_factory=RedisSection)
     audio: AudioSection = field(default_factory=AudioSection)
 
@@ -135,7 +116,7 @@ class WorkerConfig:
 _SECTIONS: Mapping[str, type[Any]] = MappingProxyType(
     {
         "worker": WorkerSection,
-        "model_manager": ModelManagerSection,
+        "model_manager": ModelManagerConfig,
         "redis": RedisSection,
         "audio": AudioSection,
     }

@@ -1,0 +1,467 @@
+"""One synthesis session: utterances, clause jobs, frame pacing and PAUSE / RESUME / STOP.
+
+Text is cut into clauses as it arrives; each clause is one job on the shared EDF scheduler,
+one job in flight per session. Its audio is resampled to the session's rate and cut into
+exact frames on the inference thread, then handed to the event loop, where :meth:`events`
+sends the frames paced by the monotonic clock at most ``lead_ms`` ahead of real time.
+
+Each clause gets its own resampler and frame cutter, flushed at the clause's end, so every
+frame voices exactly one clause (its last frame is zero-padded: under one frame of silence
+at a clause boundary, where the engine puts a pause anyway) and the text positions that a
+client uses to resend unspoken text are exact.
+
+The playback clock: frame k of the session plays at ``base + k * frame``; the clock never
+runs ahead of the audio sent (``base`` moves forward when it would), and a PAUSE shifts it
+by the paused time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from duplex.audio.framing import FrameCutter
+from duplex.audio.resample import StreamResampler
+from duplex.text import Clause, ClauseSegmenter
+from duplex.worker.adapters.base import Int16Array, Voice
+from duplex.worker.scheduler import SynthesisJob
+
+_LOG = logging.getLogger(__name__)
+
+MAX_BUFFERED_S = 10.0
+"""No further clause is synthesized while this much audio waits unsent (paused sessions)."""
+
+
+class SessionState(StrEnum):
+    """What a Control answer reports."""
+
+    SPEAKING = "speaking"
+    PAUSED = "paused"
+    IDLE = "idle"
+
+
+class InvalidText(ValueError):
+    """A text chunk the session refuses (empty, or the utterance grows too long)."""
+
+
+class SynthesisFailed(RuntimeError):
+    """The engine failed on a clause; the session cannot go on."""
+
+
+class Scheduler(Protocol):
+    """What a session needs of :class:`~duplex.worker.scheduler.SynthesisScheduler`."""
+
+    def submit(self, job: SynthesisJob) -> object: ...
+
+    def cancel_session(self, session_id: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Output format and limits of one session."""
+
+    sample_rate: int
+    frame_ms: int = 20
+    lead_ms: int = 100  # 0: as fast as produced
+    max_text_chars: int = 2000
+    min_clause_chars: int = 12
+    max_clause_chars: int = 220
+
+
+@dataclass(frozen=True)
+class FrameEvent:
+    """One frame of the session's audio; every frame voices exactly one clause."""
+
+    pcm: bytes
+    sample_rate: int
+    sequence: int
+    utterance: int
+    text_start: int
+    text_end: int
+    clause_end: bool
+
+
+@dataclass(frozen=True)
+class UtteranceEndEvent:
+    """Sent after an utterance's last frame, or at once when STOP ends it."""
+
+    utterance: int
+    text_length: int
+    voiced_length: int
+    stopped: bool
+    frames: int
+
+
+SessionEvent = FrameEvent | UtteranceEndEvent
+
+
+@dataclass(eq=False)
+class _Utterance:
+    index: int
+    segmenter: ClauseSegmenter
+    text_length: int = 0
+    submitted: int = 0  # clause jobs submitted
+    frames_sent: int = 0
+    voiced: int = 0  # end of the last clause whose final frame was sent
+
+
+@dataclass(frozen=True)
+class _Frame:
+    pcm: bytes
+    utterance: _Utterance
+    clause: Clause
+    clause_end: bool
+
+
+@dataclass(frozen=True)
+class _End:
+    utterance: _Utterance
+    stopped: bool
+
+
+@dataclass(eq=False)
+class _ClauseJob:
+    """One clause's audio path; resampling and cutting run on the inference thread."""
+
+    session: Session
+    generation: int
+    utterance: _Utterance
+    clause: Clause
+    resampler: StreamResampler
+    cutter: FrameCutter
+    held: bytes | None = field(default=None)  # the newest frame: it may be the clause's last
+
+    def on_audio(self, chunk: Int16Array) -> None:
+        frames = self.cutter.push(self.resampler.push(chunk))
+        if frames:
+            self.session._from_thread(self.session._deliver, self, frames)
+
+    def on_done(self, error: BaseException | None) -> None:
+        frames: list[bytes] = []
+        if error is None:
+            frames = self.cutter.push(self.resampler.flush())
+            last = self.cutter.flush()
+            if last is not None:
+                frames.append(last)
+        self.session._from_thread(self.session._job_done, self, frames, error)
+
+
+class Session:
+    """The state of one Synthesize stream; every method runs on the event loop."""
+
+    def __init__(
+        self,
+        session_id: str,
+        voice: Voice,
+        scheduler: Scheduler,
+        settings: SessionSettings,
+    ) -> None:
+        self.session_id = session_id
+        self.settings = settings
+        self.underruns = 0
+        self._voice = voice
+        self._scheduler = scheduler
+        self._loop = asyncio.get_running_loop()
+        self._frame_s = settings.frame_ms / 1000
+        self._lead_s = settings.lead_ms / 1000
+        self._next_utterance = 0
+        self._text_utt: _Utterance | None = None  # the utterance that takes new text
+        self._open: deque[_Utterance] = deque()  # started, UtteranceEnd not yet sent
+        self._work: deque[tuple[_Utterance, Clause | None]] = deque()  # None: the end marker
+        self._job: _ClauseJob | None = None
+        self._generation = 0
+        self._outbox: deque[_Frame | _End] = deque()
+        self._queued_frames = 0
+        self._sequence = 0
+        self._base: float | None = None  # playback clock origin
+        self._clock_frames = 0  # frames sent since the clock origin
+        self._paused_at: float | None = None
+        self._gap_counted = False
+        self._input_done = False
+        self._draining = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._wake = asyncio.Event()
+
+    # -- input ------------------------------------------------------------------
+
+    def push_text(self, text: str, is_final: bool) -> None:
+        """Add text to the current utterance (a new one if none is open)."""
+        if self._closed or self._input_done:
+            raise RuntimeError("session no longer takes text")
+        utt = self._text_utt
+        if not text:
+            if not is_final:
+                raise InvalidText("empty text chunk (only a final chunk may be empty)")
+            if utt is None:
+                raise InvalidText("empty utterance: a final chunk without any text")
+        limit = self.settings.max_text_chars
+        if (utt.text_length if utt else 0) + len(text) > limit:
+            raise InvalidText(f"utterance text over the limit of {limit} characters")
+        if utt is None:
+            utt = self._new_utterance()
+        utt.text_length += len(text)
+        clauses = utt.segmenter.push(text) if text else []
+        if is_final:
+            clauses += utt.segmenter.finish()
+        self._work.extend((utt, c) for c in clauses if c.text.strip())
+        if is_final:
+            self._work.append((utt, None))
+            self._text_utt = None
+        self._pump()
+
+    def end_input(self) -> None:
+        """The client closed its side: the open utterance is final, the stream ends after it."""
+        if self._text_utt is not None and not self._closed:
+            self.push_text("", is_final=True)
+        self._input_done = True
+        self._wake.set()
+
+    # -- control ----------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        if self._paused_at is not None:
+            return SessionState.PAUSED
+        if self._open or self._outbox:
+            return SessionState.SPEAKING
+        return SessionState.IDLE
+
+    def pause(self) -> SessionState:
+        """Stop sending (within one frame); synthesis may go on."""
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+            self._wake.set()
+        return self.state
+
+    def resume(self) -> SessionState:
+        """Continue sending exactly where PAUSE stopped."""
+        if self._paused_at is not None:
+            if self._base is not None:
+                self._base += time.monotonic() - self._paused_at
+            self._paused_at = None
+            self._wake.set()
+        return self.state
+
+    def stop(self) -> SessionState:
+        """End every open utterance now (UtteranceEnd stopped) and drop queued text and audio."""
+        self._cancel_synthesis()
+        self._outbox.clear()
+        self._queued_frames = 0
+        self._outbox.extend(_End(u, stopped=True) for u in self._open)
+        self._text_utt = None
+        self._paused_at = None
+        self._base = None  # the client drops what it had buffered
+        self._wake.set()
+        return SessionState.IDLE
+
+    def drain(self) -> None:
+        """The worker is draining: end the stream once nothing is left to say."""
+        self._draining = True
+        self._wake.set()
+
+    def close(self) -> None:
+        """Cancel everything (stream over, client gone); idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._cancel_synthesis()
+            self._outbox.clear()
+            self._queued_frames = 0
+            self._wake.set()
+
+    @property
+    def finished_by_drain(self) -> bool:
+        """Whether :meth:`events` ended because the worker drains (not the client)."""
+        return self._draining and not self._input_done and not self._closed
+
+    # -- output -----------------------------------------------------------------
+
+    async def events(self) -> AsyncGenerator[SessionEvent, None]:
+        """Frames and utterance ends, paced; ends when input is done and all is said."""
+        while True:
+            self._wake.clear()
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                return
+            now = time.monotonic()
+            head = self._outbox[0] if self._outbox and self._paused_at is None else None
+            if head is None:
+                if not self._outbox and not self._open and (self._input_done or self._draining):
+                    return
+                await self._sleep(self._underrun_check(now))
+                continue
+            if isinstance(head, _End):
+                self._outbox.popleft()
+                yield self._end_event(head)
+                continue
+            if self._base is None or now > self._base + self._clock_frames * self._frame_s:
+                # Nothing left to play at the client: the clock restarts with this frame.
+                self._base = now - self._clock_frames * self._frame_s
+            due = self._base + self._clock_frames * self._frame_s - self._lead_s
+            if self._lead_s > 0 and due > now:
+                await self._sleep(due - now)
+                continue
+            self._outbox.popleft()
+            self._queued_frames -= 1
+            yield self._frame_event(head)
+            if self._job is None and self._work:
+                self._pump()
+
+    def _frame_event(self, frame: _Frame) -> FrameEvent:
+        utt = frame.utterance
+        event = FrameEvent(
+            pcm=frame.pcm,
+            sample_rate=self.settings.sample_rate,
+            sequence=self._sequence,
+            utterance=utt.index,
+            text_start=frame.clause.start,
+            text_end=frame.clause.end,
+            clause_end=frame.clause_end,
+        )
+        self._sequence += 1
+        self._clock_frames += 1
+        self._gap_counted = False
+        utt.frames_sent += 1
+        if frame.clause_end:
+            utt.voiced = frame.clause.end
+        return event
+
+    def _end_event(self, end: _End) -> UtteranceEndEvent:
+        utt = end.utterance
+        if self._open and self._open[0] is utt:
+            self._open.popleft()
+        return UtteranceEndEvent(
+            utterance=utt.index,
+            text_length=utt.text_length,
+            voiced_length=utt.voiced if end.stopped else utt.text_length,
+            stopped=end.stopped,
+            frames=utt.frames_sent,
+        )
+
+    def _underrun_check(self, now: float) -> float | None:
+        """Count an under-run once per gap; returns how long until the next check is due."""
+        playing = self._open and self._open[0].frames_sent > 0 and self._paused_at is None
+        owed = self._job is not None or bool(self._work)
+        if not playing or not owed or self._gap_counted or self._base is None:
+            return None
+        dry_at = self._base + self._clock_frames * self._frame_s
+        if now < dry_at:
+            return dry_at - now
+        self._gap_counted = True
+        self.underruns += 1
+        return None
+
+    async def _sleep(self, delay: float | None) -> None:
+        """Until something changes, or `delay` seconds (a timer, cheaper than wait_for)."""
+        if delay is None:
+            await self._wake.wait()
+            return
+        timer = self._loop.call_later(delay, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
+
+    # -- synthesis ----------------------------------------------------------------
+
+    def _new_utterance(self) -> _Utterance:
+        utt = _Utterance(
+            index=self._next_utterance,
+            segmenter=ClauseSegmenter(
+                self.settings.min_clause_chars, self.settings.max_clause_chars
+            ),
+        )
+        self._next_utterance += 1
+        self._text_utt = utt
+        self._open.append(utt)
+        return utt
+
+    def _pump(self) -> None:
+        """Submit the next clause unless one is in flight; pass end markers to the outbox."""
+        while self._job is None and self._work and not self._closed:
+            if self._queued_frames * self._frame_s >= MAX_BUFFERED_S:
+                return  # resumed from the sender once the backlog shrinks
+            utt, clause = self._work.popleft()
+            if clause is None:
+                self._outbox.append(_End(utt, stopped=False))
+                self._wake.set()
+                continue
+            now = time.monotonic()
+            deadline = now if utt.submitted == 0 else max(now, self._playout_end(now))
+            utt.submitted += 1
+            job = _ClauseJob(
+                session=self,
+                generation=self._generation,
+                utterance=utt,
+                clause=clause,
+                resampler=StreamResampler(self._voice.sample_rate, self.settings.sample_rate),
+                cutter=FrameCutter(self.settings.sample_rate, self.settings.frame_ms),
+            )
+            self._job = job
+            self._scheduler.submit(
+                SynthesisJob(
+                    session_id=self.session_id,
+                    voice=self._voice,
+                    text=clause.text,
+                    deadline=deadline,
+                    on_audio=job.on_audio,
+                    on_done=job.on_done,
+                )
+            )
+
+    def _playout_end(self, now: float) -> float:
+        """When the audio produced so far will have played (the next clause's deadline)."""
+        ahead = 0.0
+        if self._base is not None and self._paused_at is None:
+            ahead = max(0.0, self._base + self._clock_frames * self._frame_s - now)
+        return now + ahead + self._queued_frames * self._frame_s
+
+    def _cancel_synthesis(self) -> None:
+        self._generation += 1
+        self._job = None
+        self._work.clear()
+        self._scheduler.cancel_session(self.session_id)
+
+    def _from_thread(self, callback: Callable[..., None], *args: object) -> None:
+        # A closed loop means the session is long gone.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _deliver(self, job: _ClauseJob, frames: list[bytes]) -> None:
+        if job.generation != self._generation or not frames:
+            return
+        if job.held is not None:
+            self._enqueue(job, job.held, clause_end=False)
+        for pcm in frames[:-1]:
+            self._enqueue(job, pcm, clause_end=False)
+        job.held = frames[-1]
+        self._wake.set()
+
+    def _job_done(self, job: _ClauseJob, frames: list[bytes], error: BaseException | None) -> None:
+        if job.generation != self._generation:
+            return
+        if error is not None:
+            # A cancel this session did not ask for (the scheduler closing) ends it too.
+            _LOG.error("synthesis failed session_id=%s error=%s", self.session_id, error)
+            self._error = SynthesisFailed(f"synthesis failed: {type(error).__name__}: {error}")
+            self._wake.set()
+            return
+        self._deliver(job, frames)
+        if job.held is not None:
+            self._enqueue(job, job.held, clause_end=True)
+            job.held = None
+        self._job = None
+        self._wake.set()
+        self._pump()
+
+    def _enqueue(self, job: _ClauseJob, pcm: bytes, *, clause_end: bool) -> None:
+        self._outbox.append(_Frame(pcm, job.utterance, job.clause, clause_end))
+        self._queued_frames += 1
