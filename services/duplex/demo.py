@@ -42,6 +42,14 @@ KOKORO_HINT = (
     "&& pip install typing_extensions pydantic   (make venv tries this)"
 )
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+# Exported once, these would give every demo worker the same identity: the configs decide them.
+_PER_WORKER_VARS = (
+    "DUPLEX_WORKER_NAME",
+    "DUPLEX_WORKER_GRPC_PORT",
+    "DUPLEX_WORKER_ADAPTER_TYPE",
+    "DUPLEX_DEFAULT_MODEL_ID",
+    "DUPLEX_PRELOAD_MODEL_IDS",
+)
 _PROBE_INTERVAL_S = 0.5
 
 
@@ -261,6 +269,9 @@ class Demo:
                     "Stop it, or pick other ports with --worker-base-port / --orchestrator-port"
                 )
         env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+        for var in _PER_WORKER_VARS:
+            if env.pop(var, None) is not None:
+                self._log(f"ignoring {var} from the environment: config/demo/ sets it per worker")
         for plan in plans:
             worker_env = {**env, "DUPLEX_WORKER_GRPC_PORT": str(plan.port)}
             argv = [self._python, "-m", "duplex.worker", "--config", str(plan.config)]
