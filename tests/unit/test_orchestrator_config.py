@@ -182,9 +182,10 @@ def test_bad_env_value_names_the_variable() -> None:
         load_orchestrator_config(None, {"DUPLEX_ROUTING_STRATEGY": "random"})
 
 
-def test_unrelated_env_is_ignored() -> None:
-    """Variables that are not overrides change nothing."""
-    assert load_orchestrator_config(None, {"PATH": "/bin", "DUPLEX_X": "1"}) == OrchestratorConfig()
+def test_unrelated_or_empty_env_is_ignored() -> None:
+    """Variables that are not overrides, or are set but empty, change nothing."""
+    env = {"PATH": "/bin", "DUPLEX_X": "1", "DUPLEX_ORCH_PORT": "", "REDIS_URL": " "}
+    assert load_orchestrator_config(None, env) == OrchestratorConfig()
 
 
 def test_protocol_limits_come_from_websocket_and_session_sections(tmp_path: Path) -> None:

@@ -117,7 +117,8 @@ def load_orchestrator_config(path: Path | None, env: Mapping[str, str]) -> Orche
             raise ConfigError(f"{path}: the top level must be a mapping")
         raw = loaded or {}
     for var, (section, key) in ENV_OVERRIDES.items():
-        if var in env:
+        # An empty variable means "not set" (as in .env.example), never an empty value.
+        if env.get(var, "").strip():
             node = raw
             for part in section.split("."):
                 child = node.get(part)
