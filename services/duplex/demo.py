@@ -91,6 +91,15 @@ def worker_plans(options: DemoOptions, *, kokoro: bool) -> list[WorkerPlan]:
     return plans
 
 
+def redis_cli_path() -> str | None:
+    """A `redis-cli` for the operations checks: beside the redis-server we use, else on PATH."""
+    with contextlib.suppress(RedisBinaryNotFound):
+        beside = Path(find_redis_server()).with_name("redis-cli")
+        if beside.is_file():
+            return str(beside)
+    return shutil.which("redis-cli")
+
+
 def probe_host(bind_host: str) -> str:
     """The address to reach a server bound to `bind_host` from this machine."""
     return "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
@@ -315,7 +324,14 @@ class Demo:
         self._redis_dir = workdir = tempfile.mkdtemp(prefix="duplex-demo-redis-")
         # Same flags as duplex.devtools.redis_server, but in our own child session (see module doc).
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
-        argv += ["--appendonly", "no", "--notify-keyspace-events", "Kghxsz"]
+        argv += [
+            "--appendonly",
+            "no",
+            "--notify-keyspace-events",
+            "Kghxsz",
+            "--loglevel",
+            "warning",
+        ]
         child = await Child.spawn("redis", argv, os.environ, self._say)
         self._children.append(child)
         self._log(f"starting redis-server ({binary}) on 127.0.0.1:{port}")
@@ -403,6 +419,7 @@ class Demo:
             f"  WebSocket   ws://{host}:{port}",
             f"  health      {http}/health   ready: {http}/ready   metrics: {http}/metrics",
             f"  Redis       {redis_url}",
+            f"  redis-cli   {_redis_cli_hint(redis_url)}",
             "  workers     "
             + ", ".join(p.name for p in worker_plans(self._options, kokoro=with_kokoro)),
             "try, in another terminal:",
@@ -430,6 +447,13 @@ def _ready_check(host: str, port: int) -> Callable[[], Awaitable[bool]]:
         return await http_status(host, port, "/ready") == 200
 
     return check
+
+
+def _redis_cli_hint(redis_url: str) -> str:
+    cli = redis_cli_path()
+    if cli is None:
+        return "not found (apt-get install redis-tools)"
+    return f"{cli} -u {redis_url}"
 
 
 def _exit_status(code: int | None) -> str:
