@@ -276,6 +276,13 @@ class Session:
             self._queued_frames = 0
             self._wake.set()
 
+    def fail(self, error: BaseException) -> None:
+        """End the stream with `error` (raised by :meth:`events`), e.g. invalid input."""
+        if self._error is None:
+            self._error = error
+            self._cancel_synthesis()
+            self._wake.set()
+
     @property
     def finished_by_drain(self) -> bool:
         """Whether :meth:`events` ended because the worker drains (not the client)."""
@@ -451,8 +458,7 @@ class Session:
         if error is not None:
             # A cancel this session did not ask for (the scheduler closing) ends it too.
             _LOG.error("synthesis failed session_id=%s error=%s", self.session_id, error)
-            self._error = SynthesisFailed(f"synthesis failed: {type(error).__name__}: {error}")
-            self._wake.set()
+            self.fail(SynthesisFailed(f"synthesis failed: {type(error).__name__}: {error}"))
             return
         self._deliver(job, frames)
         if job.held is not None:

@@ -1,0 +1,251 @@
+"""Wiring of one worker process: models, scheduler, gRPC server, health and announcer.
+
+:class:`WorkerApp` is what `python -m duplex.worker` runs; tests run it in-process on port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+
+from duplex.registry.announcer import Announcer
+from duplex.registry.records import Capabilities, WorkerMetrics, WorkerRecord
+from duplex.worker.adapters.base import AdapterOptions, adapter_families
+from duplex.worker.catalog import Catalog, builtin_catalog
+from duplex.worker.config import WorkerConfig
+from duplex.worker.devices import DeviceInfo, describe, detect_devices
+from duplex.worker.health import WorkerHealth
+from duplex.worker.model_manager import ModelLoadFailed, ModelManager
+from duplex.worker.scheduler import SynthesisScheduler
+from duplex.worker.servicer import TTSWorkerServicer, WorkerIdentity, add_to_server
+
+_LOG = logging.getLogger(__name__)
+
+# Dead clients are found by keepalive pings; a Synthesize stream may idle between texts.
+_SERVER_OPTIONS = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+
+
+class WorkerStartupError(RuntimeError):
+    """The worker cannot start (no model for its adapter, default model fails, port taken)."""
+
+
+class WorkerApp:
+    """One TTS worker: `await start()`, then `await drain_and_stop()`."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        catalog: Catalog | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self._environ = os.environ if environ is None else environ
+        self._full_catalog = catalog
+        self._port: int | None = None
+        self._device = "cpu"
+        self._catalog: Catalog | None = None
+        self._scheduler: SynthesisScheduler | None = None
+        self._models: ModelManager | None = None
+        self._servicer: TTSWorkerServicer | None = None
+        self._health = WorkerHealth()
+        self._server: grpc.aio.Server | None = None
+        self._announcer: Announcer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- what tests and the entry point read --------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("worker not started")
+        return self._port
+
+    @property
+    def addr(self) -> str:
+        """The announced address, "grpc://advertise_host:port"."""
+        return f"grpc://{self.config.worker.advertise_host}:{self.port}"
+
+    @property
+    def models(self) -> ModelManager:
+        if self._models is None:
+            raise RuntimeError("worker not started")
+        return self._models
+
+    @property
+    def servicer(self) -> TTSWorkerServicer:
+        if self._servicer is None:
+            raise RuntimeError("worker not started")
+        return self._servicer
+
+    @property
+    def health(self) -> WorkerHealth:
+        return self._health
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Load the default model, serve gRPC, announce; returns the bound port."""
+        worker = self.config.worker
+        self._device = self._log_devices(detect_devices(environ=self._environ))
+        full = self._full_catalog if self._full_catalog is not None else builtin_catalog()
+        self._catalog = Catalog(full.for_family(worker.adapter_type))
+        if not len(self._catalog):
+            raise WorkerStartupError(
+                f"no model in the catalog for adapter_type {worker.adapter_type!r}; "
+                f"adapter types: {', '.join(adapter_families())}"
+            )
+        self._scheduler = SynthesisScheduler(worker.inference_threads)
+        self._scheduler.start()
+        self._models = ModelManager(
+            self._catalog,
+            self.config.model_manager,
+            AdapterOptions(onnx_threads=worker.onnx_threads, use_cuda=worker.use_cuda),
+        )
+        try:
+            await self._models.start()
+        except ModelLoadFailed as exc:
+            await self._release_engine()
+            raise WorkerStartupError(f"default model failed to load: {exc}") from exc
+        try:
+            await self._serve()
+        except Exception:
+            await self._release_engine()
+            raise
+        self._announcer = Announcer(
+            self.config.redis.url,
+            self.snapshot,
+            interval_s=self.config.redis.heartbeat_interval_ms / 1000,
+            ttl_s=self.config.redis.worker_ttl_ms / 1000,
+        )
+        self._tasks = [
+            asyncio.create_task(self._announcer.run(), name="worker-announcer"),
+            asyncio.create_task(self._models.run_evictions(), name="worker-evictions"),
+        ]
+        _LOG.info(
+            "worker ready name=%s addr=%s port=%d adapter_type=%s resident=%s",
+            worker.name,
+            self.addr,
+            self.port,
+            worker.adapter_type,
+            ",".join(self._models.resident()),
+        )
+        return self.port
+
+    async def _serve(self) -> None:
+        assert self._catalog is not None and self._models is not None
+        assert self._scheduler is not None
+        worker = self.config.worker
+        self._servicer = TTSWorkerServicer(
+            config=self.config,
+            identity=WorkerIdentity(worker.name, worker.adapter_type, self._device),
+            catalog=self._catalog,
+            models=self._models,
+            scheduler=self._scheduler,
+        )
+        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        add_to_server(self._servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
+        try:
+            port = server.add_insecure_port(f"{worker.host}:{worker.grpc_port}")
+        except RuntimeError as exc:
+            raise WorkerStartupError(
+                f"cannot listen on {worker.host}:{worker.grpc_port}: {exc}"
+            ) from exc
+        if port == 0:
+            raise WorkerStartupError(f"cannot listen on {worker.host}:{worker.grpc_port}")
+        await self._health.update(
+            default_loaded=self._models.is_loaded(self._models.default_model_id), draining=False
+        )
+        await server.start()
+        self._server = server
+        self._port = port
+
+    async def drain_and_stop(self) -> None:
+        """NOT_SERVING, deregister, refuse new sessions, let live ones finish within
+        `drain_grace_s`, then stop everything. Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        grace = self.config.worker.drain_grace_s
+        await self._health.update(default_loaded=True, draining=True)
+        if self._servicer is not None:
+            self._servicer.start_drain()
+            _LOG.info(
+                "draining active_sessions=%d grace_s=%.1f",
+                self._servicer.active_sessions(),
+                grace,
+            )
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._announcer is not None:
+            await self._announcer.deregister()
+            await self._announcer.close()
+        if self._servicer is not None and not await self._servicer.wait_sessions_done(grace):
+            _LOG.warning(
+                "drain grace over, cancelling sessions active_sessions=%d",
+                self._servicer.active_sessions(),
+            )
+        await self._health.shutdown()
+        if self._server is not None:
+            await self._server.stop(grace=0.5)
+        await self._release_engine()
+        _LOG.info("worker stopped name=%s", self.config.worker.name)
+
+    async def _release_engine(self) -> None:
+        if self._scheduler is not None:
+            await asyncio.to_thread(self._scheduler.close)
+        if self._models is not None:
+            await self._models.close()
+
+    # -- the announcement -------------------------------------------------------------
+
+    def snapshot(self) -> WorkerRecord:
+        """The `worker:{name}` record as of now (called on every heartbeat)."""
+        assert self._catalog is not None and self._scheduler is not None
+        specs = self._catalog.all()
+        return WorkerRecord(
+            name=self.config.worker.name,
+            addr=self.addr,
+            adapter_type=self.config.worker.adapter_type,
+            capabilities=Capabilities(
+                streaming=any("streaming" in s.capabilities for s in specs),
+                zero_shot=any("zero_shot" in s.capabilities for s in specs),
+                languages=self._catalog.languages(),
+            ),
+            resident_models=self.models.resident(),
+            available_models=self._catalog.ids(),
+            metrics=WorkerMetrics(
+                queue_depth=self._scheduler.queue_depth(),
+                active_sessions=self.servicer.active_sessions(),
+                rtf=self._scheduler.rtf(),
+                underruns=self.servicer.underruns(),
+            ),
+            last_heartbeat=time.time(),
+            device=self._device,
+        )
+
+    def _log_devices(self, info: DeviceInfo) -> str:
+        _LOG.info("CUDA_VISIBLE_DEVICES=%s", info.cuda_visible_devices)
+        _LOG.info("Detected %d GPU(s): %s", info.gpu_count, describe(info))
+        if info.gpu_count:
+            _LOG.info("Using GPU: %s", info.gpu_names[0])
+            return info.gpu_names[0]
+        return "cpu"

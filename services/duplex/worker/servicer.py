@@ -1,0 +1,354 @@
+"""The gRPC face of the worker: requests become session and model-manager calls, and domain
+errors become status codes here and nowhere else. The only worker module that imports
+the generated code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+
+from duplex.gen.tts.v1 import tts_pb2, tts_pb2_grpc
+from duplex.worker.catalog import Catalog, ModelSpec, UnknownModel
+from duplex.worker.config import SUPPORTED_SAMPLE_RATES, WorkerConfig
+from duplex.worker.model_manager import (
+    CapacityExhausted,
+    Lease,
+    ModelBusy,
+    ModelLoadFailed,
+    ModelManager,
+)
+from duplex.worker.session import (
+    FrameEvent,
+    InvalidText,
+    Scheduler,
+    Session,
+    SessionEvent,
+    SessionSettings,
+    SessionState,
+    SynthesisFailed,
+)
+
+_LOG = logging.getLogger(__name__)
+
+OPEN_TIMEOUT_S = 10.0
+"""A stream must send its SessionOpen within this time."""
+
+_CONTROL = {tts_pb2.PAUSE: "pause", tts_pb2.RESUME: "resume", tts_pb2.STOP: "stop"}
+
+
+class BadRequest(ValueError):
+    """A message out of protocol order (a second open, an empty request)."""
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """What GetCapabilities reports about this process."""
+
+    name: str
+    adapter_type: str
+    device: str
+
+
+class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
+    """Serves Synthesize, Control and the model RPCs for one worker process."""
+
+    def __init__(
+        self,
+        *,
+        config: WorkerConfig,
+        identity: WorkerIdentity,
+        catalog: Catalog,
+        models: ModelManager,
+        scheduler: Scheduler,
+    ) -> None:
+        self._config = config
+        self._identity = identity
+        self._catalog = catalog
+        self._models = models
+        self._scheduler = scheduler
+        self._sessions: dict[str, Session] = {}
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
+        self._draining = False
+        self._closed_underruns = 0
+
+    # -- what the app reads ---------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def active_sessions(self) -> int:
+        return len(self._sessions)
+
+    def underruns(self) -> int:
+        """Under-runs counted since start, over every session."""
+        return self._closed_underruns + sum(s.underruns for s in self._sessions.values())
+
+    def start_drain(self) -> None:
+        """Refuse new sessions; live ones end once they have nothing left to say."""
+        self._draining = True
+        for session in self._sessions.values():
+            session.drain()
+
+    async def wait_sessions_done(self, limit_s: float) -> bool:
+        """Wait up to `limit_s` for every session to end; True if none is left."""
+        try:
+            async with asyncio.timeout(limit_s):
+                await self._no_sessions.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # -- Synthesize -----------------------------------------------------------------
+
+    async def Synthesize(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        if self._draining:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "worker is draining")
+        opening = await self._read_open(request_iterator, context)
+        session_id = opening.session_id or uuid.uuid4().hex
+        if session_id in self._sessions:
+            await _abort(
+                context, grpc.StatusCode.ALREADY_EXISTS, f"session {session_id!r} already exists"
+            )
+        settings = self._settings(opening)
+        if settings.sample_rate not in SUPPORTED_SAMPLE_RATES:
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"sample_rate {settings.sample_rate} not supported; "
+                f"use one of {list(SUPPORTED_SAMPLE_RATES)}",
+            )
+        lease = await self._acquire(opening.model_id or None, context)
+        session = Session(session_id, lease.voice, self._scheduler, settings)
+        self._register(session)
+        reader = asyncio.create_task(
+            self._read_text(request_iterator, session), name=f"session-reader:{session_id}"
+        )
+        _LOG.info(
+            "session opened session_id=%s model_id=%s sample_rate=%d lead_ms=%d",
+            session_id,
+            lease.model_id,
+            settings.sample_rate,
+            settings.lead_ms,
+        )
+        try:
+            yield tts_pb2.SynthesizeResponse(
+                opened=tts_pb2.SessionOpened(
+                    session_id=session_id,
+                    model_id=lease.model_id,
+                    sample_rate=settings.sample_rate,
+                    frame_duration_ms=settings.frame_ms,
+                )
+            )
+            try:
+                async for event in session.events():
+                    yield _response(event)
+            except (InvalidText, BadRequest) as exc:
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except SynthesisFailed as exc:
+                await _abort(context, grpc.StatusCode.INTERNAL, str(exc))
+            if session.finished_by_drain:
+                await _abort(
+                    context, grpc.StatusCode.UNAVAILABLE, "worker is draining: session ended"
+                )
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            self._unregister(session, lease)
+
+    async def _read_open(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> Any:
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                first = await anext(aiter(requests), None)
+        except TimeoutError:
+            await _abort(
+                context,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no SessionOpen within {OPEN_TIMEOUT_S:.0f} s",
+            )
+        if first is None or first.WhichOneof("kind") != "open":
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the first SynthesizeRequest must be `open` (SessionOpen)",
+            )
+        return first.open
+
+    def _settings(self, opening: Any) -> SessionSettings:
+        worker = self._config.worker
+        return SessionSettings(
+            sample_rate=opening.sample_rate or self._config.audio.sample_rate,
+            frame_ms=self._config.audio.frame_duration_ms,
+            lead_ms=opening.lead_ms if opening.HasField("lead_ms") else worker.output_lead_ms,
+            max_text_chars=worker.max_text_chars,
+        )
+
+    async def _acquire(self, model_id: str | None, context: grpc.aio.ServicerContext) -> Lease:
+        try:
+            return await self._models.acquire(model_id)
+        except UnknownModel as exc:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except CapacityExhausted as exc:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except ModelLoadFailed as exc:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    async def _read_text(self, requests: AsyncIterator[Any], session: Session) -> None:
+        """Feed text chunks to the session; input errors end the stream through it."""
+        try:
+            async for request in requests:
+                if request.WhichOneof("kind") != "text":
+                    raise BadRequest("only `text` chunks may follow `open`")
+                session.push_text(request.text.text, request.text.is_final)
+            session.end_input()
+        except (InvalidText, BadRequest) as exc:
+            session.fail(exc)
+        except (grpc.RpcError, grpc.aio.AioRpcError) as exc:
+            # The client went away; the RPC is being cancelled and cleans up.
+            _LOG.info("session input ended session_id=%s error=%s", session.session_id, exc)
+
+    def _register(self, session: Session) -> None:
+        self._sessions[session.session_id] = session
+        self._no_sessions.clear()
+        if self._draining:
+            session.drain()
+
+    def _unregister(self, session: Session, lease: Lease) -> None:
+        session.close()
+        lease.release()
+        if self._sessions.pop(session.session_id, None) is session:
+            self._closed_underruns += session.underruns
+        if not self._sessions:
+            self._no_sessions.set()
+        _LOG.info(
+            "session closed session_id=%s underruns=%d", session.session_id, session.underruns
+        )
+
+    # -- unary RPCs -------------------------------------------------------------------
+
+    async def Control(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        action = _CONTROL.get(request.command)
+        if action is None:
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "command must be PAUSE, RESUME or STOP (CONTROL_COMMAND_UNSPECIFIED is invalid)",
+            )
+        session = self._sessions.get(request.session_id)
+        if session is None:
+            await _abort(
+                context, grpc.StatusCode.NOT_FOUND, f"no session {request.session_id!r} here"
+            )
+        state: SessionState = getattr(session, action)()
+        return tts_pb2.ControlResponse(session_id=request.session_id, state=state.value)
+
+    async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return tts_pb2.ListModelsResponse(
+            models=[self._model_info(spec) for spec in self._catalog.all()],
+            default_model_id=self._models.default_model_id,
+        )
+
+    async def LoadModel(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        spec = await self._known(request.model_id, context)
+        try:
+            result = await self._models.load(spec.model_id)
+        except CapacityExhausted as exc:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except ModelLoadFailed as exc:
+            await _abort(context, grpc.StatusCode.INTERNAL, str(exc))
+        return tts_pb2.LoadModelResponse(
+            model=self._model_info(spec), loaded_now=result.loaded_now, load_ms=result.load_ms
+        )
+
+    async def UnloadModel(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        spec = await self._known(request.model_id, context)
+        try:
+            await self._models.unload(spec.model_id)
+        except ModelBusy as exc:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return tts_pb2.UnloadModelResponse(model_id=spec.model_id)
+
+    async def GetCapabilities(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        specs = self._catalog.all()
+        return tts_pb2.GetCapabilitiesResponse(
+            worker_name=self._identity.name,
+            adapter_type=self._identity.adapter_type,
+            streaming=any("streaming" in s.capabilities for s in specs),
+            zero_shot=any("zero_shot" in s.capabilities for s in specs),
+            languages=list(self._catalog.languages()),
+            resident_models=list(self._models.resident()),
+            available_models=list(self._catalog.ids()),
+            max_text_chars=self._config.worker.max_text_chars,
+            sample_rates=list(SUPPORTED_SAMPLE_RATES),
+            frame_duration_ms=self._config.audio.frame_duration_ms,
+            device=self._identity.device,
+        )
+
+    async def _known(self, model_id: str, context: grpc.aio.ServicerContext) -> ModelSpec:
+        if not model_id:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "model_id must not be empty")
+        try:
+            return self._catalog.get(model_id)
+        except UnknownModel as exc:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+
+    def _model_info(self, spec: ModelSpec) -> Any:
+        return tts_pb2.ModelInfo(
+            model_id=spec.model_id,
+            family=spec.family,
+            languages=list(spec.languages),
+            capabilities=list(spec.capabilities),
+            resident=self._models.is_loaded(spec.model_id),
+            native_sample_rate=spec.native_sample_rate,
+            description=spec.description,
+            active_sessions=self._models.refcount(spec.model_id),
+        )
+
+
+def add_to_server(servicer: TTSWorkerServicer, server: grpc.aio.Server) -> None:
+    """Register the TTSWorker service on `server`."""
+    tts_pb2_grpc.add_TTSWorkerServicer_to_server(servicer, server)
+
+
+def _response(event: SessionEvent) -> Any:
+    if isinstance(event, FrameEvent):
+        return tts_pb2.SynthesizeResponse(
+            frame=tts_pb2.AudioFrame(
+                pcm=event.pcm,
+                sample_rate=event.sample_rate,
+                sequence=event.sequence,
+                utterance=event.utterance,
+                text_start=event.text_start,
+                text_end=event.text_end,
+                clause_end=event.clause_end,
+            )
+        )
+    return tts_pb2.SynthesizeResponse(
+        utterance_end=tts_pb2.UtteranceEnd(
+            utterance=event.utterance,
+            text_length=event.text_length,
+            voiced_length=event.voiced_length,
+            stopped=event.stopped,
+            frames=event.frames,
+        )
+    )
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
+) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("context.abort returned")  # it always raises
