@@ -68,6 +68,36 @@ def test_encode_rejects_half_samples() -> None:
         encode_wav(b"\x00", 16000)
 
 
+def test_chunk_size_past_the_end_is_a_wav_error() -> None:
+    """A corrupt chunk size (which makes wave raise a bare RuntimeError) is a WavError."""
+    data = bytearray(encode_wav(bytes(200), 16000))
+    data[36:44] = b"d\xffta\xc8\x00a\x00"  # unknown chunk whose size runs past the end
+    with pytest.raises(WavError, match="not a readable PCM WAV file: RuntimeError"):
+        decode_wav(bytes(data))
+
+
+_VALID = encode_wav(bytes(200), 16000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), min_size=1, max_size=4
+    ),
+    keep=st.integers(0, len(_VALID)),
+)
+def test_corrupted_wav_raises_only_wav_error(edits: list[tuple[int, int]], keep: int) -> None:
+    """A valid WAV with bytes changed or cut off either decodes or raises WavError."""
+    data = bytearray(_VALID)
+    for pos, value in edits:
+        data[pos % 44 if pos % 2 else pos] = value  # mostly the header
+    try:
+        frame = decode_wav(bytes(data[:keep]))
+    except WavError:
+        return
+    assert len(frame.pcm) % 2 == 0
+
+
 @settings(max_examples=200, deadline=None)
 @given(data=st.binary(max_size=200), header=st.booleans())
 def test_decode_raises_only_wav_error(data: bytes, header: bool) -> None:

@@ -38,8 +38,10 @@ def decode_wav(data: bytes) -> PcmFrame:
             width = wav.getsampwidth()
             rate = wav.getframerate()
             pcm = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise WavError(f"not a readable PCM WAV file: {exc}") from exc
+    except (wave.Error, EOFError, RuntimeError) as exc:
+        # wave's chunk reader raises a bare RuntimeError when a chunk size points
+        # past the end of the data (a corrupt or hostile header).
+        raise WavError(f"not a readable PCM WAV file: {str(exc) or type(exc).__name__}") from exc
     if channels != 1:
         raise WavError(f"expected a mono WAV, got {channels} channels")
     if width != SAMPLE_WIDTH:
