@@ -1,0 +1,1 @@
+"""`make bench`: latency, throughput and capacity benchmarks of the product (see run.py)."""

@@ -1,0 +1,107 @@
+"""`make bench`: run the benchmarks, print their tables as they go, write a report.
+
+    .venv/bin/python bench/run.py [--quick] [--only NAME ...] [--out DIR]
+
+Each benchmark starts the product's own processes (redis-server, `python -m duplex.worker`,
+`python -m duplex.orchestrator`) on 127.0.0.1 and stops them. Figures are printed with
+pass/miss against the issues' targets; nothing is asserted. The report goes to
+bench/reports/<timestamp>-report.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+if __package__ in (None, ""):
+    # Run as a script (`python bench/run.py`): make `bench` importable as a package.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import orchestrator_latency, routing_scale, tone_capacity, worker_latency
+from bench.context import BenchContext, load_texts
+from bench.report import NOISE_NOTE, Section, machine_info, write_report
+
+BENCHMARKS: tuple[ModuleType, ...] = (
+    worker_latency,
+    orchestrator_latency,
+    routing_scale,
+    tone_capacity,
+)
+# Upper bounds per benchmark (seconds): a hung process never hangs `make bench`.
+BUDGET_S = {
+    worker_latency.NAME: 600.0,
+    orchestrator_latency.NAME: 420.0,
+    routing_scale.NAME: 180.0,
+    tone_capacity.NAME: 300.0,
+}
+QUICK_BUDGET_S = 90.0
+DEFAULT_OUT = Path(__file__).resolve().parent / "reports"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    names = [m.NAME for m in BENCHMARKS]
+    parser = argparse.ArgumentParser(description="duplex benchmarks (make bench)")
+    parser.add_argument("--quick", action="store_true", help="tiny samples (smoke test, ~1 min)")
+    parser.add_argument(
+        "--only", action="append", choices=names, metavar="NAME", help=f"one of {', '.join(names)}"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
+    return parser.parse_args(argv)
+
+
+async def run_all(args: argparse.Namespace) -> list[Section]:
+    selected = [m for m in BENCHMARKS if not args.only or m.NAME in args.only]
+    sections: list[Section] = []
+    with tempfile.TemporaryDirectory(prefix="duplex-bench-") as tmp:
+        ctx = BenchContext(quick=args.quick, texts=load_texts(), workdir=Path(tmp))
+        for module in selected:
+            section = Section(name=module.NAME, title=module.TITLE)
+            sections.append(section)
+            ctx.say("")
+            ctx.say(f"== {module.NAME}: {module.TITLE}")
+            runner: Callable[[BenchContext, Section], Awaitable[None]] = module.run
+            budget = QUICK_BUDGET_S if args.quick else BUDGET_S[module.NAME]
+            start = time.perf_counter()
+            try:
+                async with asyncio.timeout(budget):
+                    await runner(ctx, section)
+            except Exception as exc:  # one benchmark failing must not lose the others
+                if isinstance(exc, TimeoutError):
+                    section.error = f"stopped after its {budget:.0f} s budget"
+                else:
+                    section.error = f"{type(exc).__name__}: {exc}"
+                ctx.say(f"!! {module.NAME} failed: {section.error}")
+                traceback.print_exc()
+            section.seconds = time.perf_counter() - start
+            ctx.progress(f"{module.NAME} done in {section.seconds:.0f} s")
+    return sections
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    machine = machine_info()
+    print(
+        f"duplex bench{' --quick' if args.quick else ''}: {machine['date']}, "
+        f"{machine['logical_cores']} cores, {machine['cpu_model']}, commit {machine['git_commit']}",
+        flush=True,
+    )
+    print(NOISE_NOTE, flush=True)
+    sections = asyncio.run(run_all(args))
+    md_path, json_path = write_report(args.out, sections, machine, quick=args.quick)
+    print(f"\nreport: {md_path}\n        {json_path}", flush=True)
+    failed = [s.name for s in sections if s.error]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
