@@ -61,7 +61,7 @@ class RegistryView:
         self._routing = fallback
         self._redis_ok = False
         self._undecodable: set[str] = set()  # workers already logged as undecodable
-        self._config_refused_logged = False
+        self._warned: set[str] = set()  # degraded modes already logged
         self.version = 0
         self._changed = asyncio.Event()
         self._first_attempt = asyncio.Event()
@@ -151,10 +151,15 @@ class RegistryView:
             except Exception:
                 # A bug must not end discovery for good: log it and resync from scratch.
                 _LOG.exception("registry view failed; resyncing")
+                self._set_redis_ok(False)
+            was_ok = self._redis_ok
             self._set_redis_ok(False)
             self._first_attempt.set()
             self._prune_stale()
-            await asyncio.sleep(self._reconcile_s)
+            # Reconnect at once after a connected period ends (a restart is usually over by
+            # then); while Redis stays down, retry at a calm pace.
+            if not was_ok:
+                await asyncio.sleep(min(self._reconcile_s, 1.0))
 
     async def _watch(self) -> None:
         """One connected period: subscribe, sync, then follow events until Redis fails."""
@@ -164,12 +169,7 @@ class RegistryView:
         pubsub = subscriber.pubsub()
         try:
             await self._enable_notifications()
-            await pubsub.psubscribe(keys.worker_channel_pattern(self._db))
-            await pubsub.subscribe(
-                keys.keyspace_channel(self._db, keys.DRAINED),
-                keys.keyspace_channel(self._db, keys.ROUTING),
-            )
-            early = await self._await_subscriptions(pubsub, expected=3)
+            early = await self._subscribe(pubsub)
             await self._reconcile()
             if not self._redis_ok:
                 _LOG.info("registry view connected to Redis", extra={"workers": len(self._workers)})
@@ -177,14 +177,15 @@ class RegistryView:
             self._first_attempt.set()
             if early:
                 await self._apply_events(early)
-            await self._follow(pubsub)
+            await self._follow(pubsub if early is not None else None)
         finally:
             with contextlib.suppress(*REDIS_ERRORS):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             with contextlib.suppress(*REDIS_ERRORS):
                 await subscriber.aclose()
 
-    async def _follow(self, pubsub: redis.client.PubSub) -> None:
+    async def _follow(self, pubsub: redis.client.PubSub | None) -> None:
+        """Apply events as they come (coalesced into batches); reconcile on schedule."""
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + self._reconcile_s
         while True:
@@ -192,6 +193,9 @@ class RegistryView:
             if wait <= 0:
                 await self._reconcile()
                 next_reconcile = loop.time() + self._reconcile_s
+                continue
+            if pubsub is None:
+                await asyncio.sleep(wait)
                 continue
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
             if message is None:
@@ -203,6 +207,24 @@ class RegistryView:
                     break
                 batch.append(more)
             await self._apply_events(batch)
+
+    async def _subscribe(self, pubsub: redis.client.PubSub) -> list[dict[str, Any]] | None:
+        """Subscribe to the registry's keyspace channels; None when the server refuses
+        (an ACL without channel rights): then the view lives on reconciles alone."""
+        try:
+            await pubsub.psubscribe(keys.worker_channel_pattern(self._db))
+            await pubsub.subscribe(
+                keys.keyspace_channel(self._db, keys.DRAINED),
+                keys.keyspace_channel(self._db, keys.ROUTING),
+            )
+            return await self._await_subscriptions(pubsub, expected=3)
+        except ResponseError as exc:
+            self._warn_once(
+                "subscribe",
+                "cannot subscribe to keyspace notifications (%s); relying on a resync every %.1fs",
+                exc,
+            )
+            return None
 
     async def _await_subscriptions(
         self, pubsub: redis.client.PubSub, expected: int
@@ -232,13 +254,16 @@ class RegistryView:
                 await self._data.config_set("notify-keyspace-events", merged)
                 _LOG.info("enabled keyspace notifications", extra={"flags": merged})
         except ResponseError as exc:
-            if not self._config_refused_logged:
-                self._config_refused_logged = True
-                _LOG.warning(
-                    "cannot enable keyspace notifications (%s); relying on a resync every %.1fs",
-                    exc,
-                    self._reconcile_s,
-                )
+            self._warn_once(
+                "config",
+                "cannot enable keyspace notifications (%s); relying on a resync every %.1fs",
+                exc,
+            )
+
+    def _warn_once(self, topic: str, message: str, exc: BaseException) -> None:
+        if topic not in self._warned:
+            self._warned.add(topic)
+            _LOG.warning(message, exc, self._reconcile_s)
 
     # -- reading Redis --------------------------------------------------------------------
 
