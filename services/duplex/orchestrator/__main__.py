@@ -1,0 +1,139 @@
+"""`python -m duplex.orchestrator --config config/orchestrator.yaml`: run the orchestrator.
+
+Logs go to stderr, one line per event with its fields: JSON when stderr is not a terminal,
+`key=value` text when it is. SIGTERM and SIGINT stop it gracefully (live sessions get
+`SessionEnded {reason: "shutdown"}`); exit status 0 after a clean stop, 2 on a bad
+configuration, 1 when the server cannot start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from duplex.orchestrator.app import OrchestratorServer, ServerStartError
+from duplex.orchestrator.config import ENV_OVERRIDES, ConfigError, load_orchestrator_config
+
+_LOG = logging.getLogger("duplex.orchestrator")
+
+# Attributes every LogRecord has; anything else was passed through `extra=` and is a field.
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class StructuredFormatter(logging.Formatter):
+    """One line per record: the message plus its `extra` fields (JSON or key=value)."""
+
+    def __init__(self, as_json: bool) -> None:
+        super().__init__()
+        self._json = as_json
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
+        message = record.getMessage()
+        if record.exc_info:
+            fields["exc"] = self.formatException(record.exc_info)
+        if self._json:
+            entry = {
+                "ts": round(record.created, 3),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "msg": message,
+                **fields,
+            }
+            return json.dumps(entry, default=str)
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        pairs = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
+        line = f"{stamp} {record.levelname:<7} {record.name}: {message}"
+        return f"{line} {pairs}".rstrip().replace("\n", "\\n")
+
+
+def _text(value: object) -> str:
+    text = str(value)
+    return json.dumps(text) if (" " in text or not text) else text
+
+
+def configure_logging(level: str, as_json: bool | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        StructuredFormatter(not sys.stderr.isatty() if as_json is None else as_json)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn's own error logger is useful (bind failures); its access log is not.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def _parser() -> argparse.ArgumentParser:
+    overrides = ", ".join(ENV_OVERRIDES)
+    parser = argparse.ArgumentParser(
+        prog="python -m duplex.orchestrator",
+        description="Run the duplex orchestrator: a WebSocket API at ws://HOST:PORT/ that "
+        "routes each session to a TTS worker found in Redis, plus GET /health, /ready and "
+        "/metrics on the same port.",
+        epilog=f"Environment overrides: {overrides}.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="orchestrator YAML (the deployment guide's keys); defaults apply when omitted",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("DUPLEX_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
+        help="log level (default %(default)s; env DUPLEX_LOG_LEVEL)",
+    )
+    return parser
+
+
+async def _run(server: OrchestratorServer) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await server.start()
+        except ServerStartError as exc:
+            _LOG.error("cannot start: %s", exc)
+            return 1
+        _LOG.info("serving", extra={"url": server.url, "http": server.http_url})
+        stopping = asyncio.create_task(stop.wait())
+        ended = asyncio.create_task(server.wait())
+        try:
+            await asyncio.wait({stopping, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            ended.cancel()
+        _LOG.info("stopping")
+        await server.stop()
+        return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        config = load_orchestrator_config(args.config, os.environ)
+    except ConfigError as exc:
+        _LOG.error("invalid configuration: %s", exc)
+        return 2
+    server = OrchestratorServer(config)
+    return asyncio.run(_run(server))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

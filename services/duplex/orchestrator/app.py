@@ -1,0 +1,268 @@
+"""The orchestrator's ASGI app and an in-process uvicorn server for it.
+
+One port serves both the WebSocket API (at "/", where the deployment guide's client
+connects) and HTTP: `GET /health`, `GET /ready`, `GET /metrics`. Everything stateful (the
+registry view, worker clients, router, metrics, live connections) is created by the app's
+lifespan and closed by it; nothing lives at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from duplex.orchestrator.config import OrchestratorConfig
+from duplex.orchestrator.metrics import CONTENT_TYPE, OrchestratorMetrics
+from duplex.orchestrator.router import Router
+from duplex.orchestrator.session import SessionServices
+from duplex.orchestrator.transports.websocket import WebSocketTransport
+from duplex.orchestrator.worker_client import WorkerClients
+from duplex.registry.view import RegistryView
+
+_LOG = logging.getLogger(__name__)
+
+# uvicorn (the websockets library) closes with 1009 and no explanation above this size; below
+# it our own check answers `Error MESSAGE_TOO_LARGE` first. Keep it a few times our limit.
+_WS_MAX_SIZE_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the lifespan builds; the routes reach it through the app's holder."""
+
+    config: OrchestratorConfig
+    view: RegistryView
+    clients: WorkerClients
+    router: Router
+    metrics: OrchestratorMetrics
+    transport: WebSocketTransport
+
+
+class _Holder:
+    """Per-app slot for the runtime (set only while the lifespan runs)."""
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+
+    def get(self) -> Runtime:
+        if self.runtime is None:
+            raise RuntimeError("the orchestrator app is not running (lifespan not started)")
+        return self.runtime
+
+
+def build_app(config: OrchestratorConfig) -> Starlette:
+    """The Starlette app; its lifespan owns every resource of the orchestrator."""
+    holder = _Holder()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        metrics = OrchestratorMetrics()
+        view = RegistryView(
+            config.redis.url,
+            config.routing,
+            reconcile_s=config.redis.reconcile_interval_ms / 1000,
+            stale_after_s=config.redis.worker_ttl_ms / 1000,
+        )
+        await view.start()
+        clients = WorkerClients()
+        router = Router(view, config.routing, metrics=metrics)
+        services = SessionServices(config=config, router=router, clients=clients, metrics=metrics)
+        transport = WebSocketTransport(services)
+        holder.runtime = Runtime(config, view, clients, router, metrics, transport)
+        app.state.runtime = holder.runtime
+        _LOG.info(
+            "orchestrator ready to serve",
+            extra={"redis_ok": view.redis_ok(), "workers": len(view.workers())},
+        )
+        try:
+            yield
+        finally:
+            holder.runtime = app.state.runtime = None
+            await transport.close_all("shutdown")
+            await clients.close_all()
+            await view.stop()
+            _LOG.info("orchestrator stopped")
+
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await holder.get().transport.handle(websocket)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        runtime = holder.get()
+        view = runtime.view
+        drained = view.drained()
+        usable = [n for n in view.workers() if n not in drained]
+        body: dict[str, object] = {
+            "redis": view.redis_ok(),
+            "workers": len(usable),
+            "drained": len(drained & set(view.workers())),
+        }
+        if not view.redis_ok():
+            return JSONResponse(
+                {"status": "unready", "reason": "Redis is unreachable", **body}, 503
+            )
+        if not usable:
+            reason = "no live worker takes new sessions"
+            return JSONResponse({"status": "unready", "reason": reason, **body}, 503)
+        return JSONResponse({"status": "ready", **body})
+
+    async def metrics(request: Request) -> Response:
+        return Response(holder.get().metrics.render(), media_type=CONTENT_TYPE)
+
+    return Starlette(
+        routes=[
+            WebSocketRoute("/", websocket_endpoint),
+            Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+class ServerStartError(RuntimeError):
+    """uvicorn could not start (port taken, lifespan failure)."""
+
+
+class _UvicornServer(uvicorn.Server):
+    """uvicorn without its own signal handling (the caller decides what a signal means), and
+    that says goodbye to live sessions before uvicorn drops their connections."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        runtime: Runtime | None = getattr(self._app.state, "runtime", None)
+        if runtime is not None:
+            # uvicorn would close each WebSocket with 1012 and no message; end them first.
+            await runtime.transport.close_all("shutdown")
+        await super().shutdown(sockets)
+
+
+class OrchestratorServer:
+    """Runs the app under uvicorn in the current event loop (the CLI and tests use it).
+
+    `port` 0 picks a free port; `port` tells the bound one after `start()`.
+    """
+
+    def __init__(
+        self, config: OrchestratorConfig, *, host: str | None = None, port: int | None = None
+    ) -> None:
+        ws = config.transport.websocket
+        self.config = config
+        self.app = build_app(config)
+        self._uvicorn = _UvicornServer(
+            uvicorn.Config(
+                self.app,
+                host=ws.host if host is None else host,
+                port=ws.port if port is None else port,
+                lifespan="on",
+                ws_max_size=ws.max_message_bytes * _WS_MAX_SIZE_FACTOR,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            ),
+            self.app,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        servers = getattr(self._uvicorn, "servers", [])
+        if not self._uvicorn.started or not servers:
+            raise RuntimeError("the server is not started")
+        return int(servers[0].sockets[0].getsockname()[1])
+
+    @property
+    def host(self) -> str:
+        return self._uvicorn.config.host
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL ("ws://host:port"), with 127.0.0.1 for a wildcard host."""
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"ws://{host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return "http" + self.url.removeprefix("ws")
+
+    async def start(self, timeout_s: float = 15.0) -> None:
+        """Start serving; returns once the port is bound, raises ServerStartError if not."""
+        if self._task is not None:
+            raise RuntimeError("already started")
+        task = self._task = asyncio.create_task(self._serve(), name="uvicorn")
+        try:
+            async with asyncio.timeout(timeout_s):
+                # uvicorn offers no startup event; `started` flips once the port is bound.
+                while not self._uvicorn.started:
+                    if task.done():
+                        await task  # raises its ServerStartError
+                        raise ServerStartError("uvicorn exited during startup")
+                    await asyncio.sleep(0.02)
+        except BaseException:
+            self._task = None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ServerStartError):
+                await task
+            raise
+        _LOG.info("orchestrator listening", extra={"host": self.host, "port": self.port})
+
+    async def _serve(self) -> None:
+        try:
+            await self._uvicorn.serve()
+        except SystemExit as exc:
+            # uvicorn calls sys.exit() when it cannot bind or the lifespan fails; that must
+            # not escape a task (asyncio would re-raise it out of the event loop).
+            raise ServerStartError(f"uvicorn could not start (exit status {exc.code})") from None
+
+    async def wait(self) -> None:
+        """Until the server stops (after `request_stop()` or `stop()`)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    def request_stop(self) -> None:
+        """Ask uvicorn to shut down gracefully (safe from a signal handler callback)."""
+        self._uvicorn.should_exit = True
+
+    async def stop(self, timeout_s: float = 15.0) -> None:
+        """Graceful stop: live sessions get `SessionEnded {reason: "shutdown"}`, then uvicorn
+        closes, then the lifespan releases everything."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._uvicorn.should_exit = True
+        try:
+            async with asyncio.timeout(timeout_s):
+                await task
+        except TimeoutError:
+            _LOG.error("orchestrator did not stop in %.0fs; cancelling", timeout_s)
+            self._uvicorn.force_exit = True
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> OrchestratorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
