@@ -216,6 +216,35 @@ async def test_without_config_rights_the_view_discovers_by_reconcile(
         await client.aclose()
 
 
+async def test_a_read_only_redis_user_is_enough_for_the_view(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without write rights the index cleanup is skipped (logged once); discovery still works."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
+    await client.acl_setuser(
+        "reader",
+        enabled=True,
+        passwords=["+secret"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-@write"],
+    )
+    reader_url = redis_url.replace("redis://", "redis://reader:secret@")
+    try:
+        async with (
+            RegistryView(reader_url, FALLBACK, reconcile_s=0.05) as view,
+            announcing(redis_url, "gpu0"),
+        ):
+            await until(view, lambda: "gpu0" in view.workers(), within=2.0)
+            await asyncio.sleep(0.2)  # several reconciles
+            assert view.redis_ok()
+        cleanup = [r for r in caplog.records if "cannot clean" in r.getMessage()]
+        assert len(cleanup) == 1
+    finally:
+        await client.acl_deluser("reader")
+        await client.aclose()
+
+
 async def test_drained_set_and_routing_changes_reach_the_view(redis_url: str) -> None:
     """Admin writes to `workers:drained` and `routing:strategy` arrive through events."""
     async with (

@@ -40,3 +40,8 @@ def db_of(client: redis.Redis) -> int:
 def hash_fields(fields: Mapping[str, str]) -> Mapping[Any, Any]:
     """`fields` as redis-py's `hset(mapping=...)` is typed (its Mapping key is invariant)."""
     return fields
+
+
+def describe(exc: BaseException) -> str:
+    """An error for a one-line log ("ConnectionError: Connection refused")."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from duplex.registry import keys
-from duplex.registry._connect import REDIS_ERRORS, hash_fields, open_redis
+from duplex.registry._connect import REDIS_ERRORS, describe, hash_fields, open_redis
 from duplex.registry.records import WorkerRecord
 
 _LOG = logging.getLogger(__name__)
@@ -19,7 +19,8 @@ class Announcer:
 
     `snapshot()` is called on every heartbeat, so the record carries fresh metrics and
     `last_heartbeat` (the caller sets it to `time.time()`). Every heartbeat writes the whole
-    record, so a worker is back one heartbeat after Redis restarts or is flushed.
+    record, so a worker is back one heartbeat after Redis restarts or is flushed. Only Redis
+    errors are retried; an exception from `snapshot()` is the caller's bug and ends `run()`.
     """
 
     def __init__(
@@ -73,7 +74,7 @@ class Announcer:
                     _LOG.warning(
                         "registry heartbeat failed, retrying every %.1fs: %s",
                         self._interval_s,
-                        _describe(exc),
+                        describe(exc),
                         extra={"worker": self._name},
                     )
             else:
@@ -104,13 +105,9 @@ class Announcer:
         except REDIS_ERRORS as exc:
             _LOG.warning(
                 "registry deregister failed; the record expires by its TTL: %s",
-                _describe(exc),
+                describe(exc),
                 extra={"worker": name},
             )
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -14,7 +14,7 @@ import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from duplex.registry import keys
-from duplex.registry._connect import REDIS_ERRORS, db_of, open_redis
+from duplex.registry._connect import REDIS_ERRORS, db_of, describe, open_redis
 from duplex.registry.records import RegistryDecodeError, RoutingSettings, WorkerRecord
 
 _LOG = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class RegistryView:
                 if self._redis_ok or not warned:
                     _LOG.warning(
                         "registry view lost Redis, keeping the last snapshot: %s",
-                        _describe(exc),
+                        describe(exc),
                     )
                 warned = True
             except Exception:
@@ -260,10 +260,10 @@ class RegistryView:
                 exc,
             )
 
-    def _warn_once(self, topic: str, message: str, exc: BaseException) -> None:
+    def _warn_once(self, topic: str, message: str, *args: object) -> None:
         if topic not in self._warned:
             self._warned.add(topic)
-            _LOG.warning(message, exc, self._reconcile_s)
+            _LOG.warning(message, *args, self._reconcile_s)
 
     # -- reading Redis --------------------------------------------------------------------
 
@@ -277,7 +277,16 @@ class RegistryView:
                 pipe.zrangebyscore(keys.LIVE_INDEX, oldest, "+inf")
                 pipe.smembers(keys.DRAINED)
                 pipe.hgetall(keys.ROUTING)
-                _, names, drained, routing_fields = await pipe.execute()
+                cleaned, *reads = await pipe.execute(raise_on_error=False)
+            if isinstance(cleaned, ResponseError):
+                # A read-only ACL user: the cleanup is a courtesy, the reads still count.
+                self._warn_once(
+                    "cleanup", "cannot clean %s (%s); resync every %.1fs", keys.LIVE_INDEX, cleaned
+                )
+            for result in reads:
+                if isinstance(result, Exception):
+                    raise result
+            names, drained, routing_fields = reads
             # Workers already in view but missing from the index are re-read too, so a
             # worker that lost its index entry does not flap out and back in.
             candidates = sorted(set(names) | set(self._workers))
@@ -415,7 +424,3 @@ def _merge_flags(current: str) -> str | None:
     effective = have | (set(_ALL_ALIAS) if "A" in have else set())
     missing = [f for f in _NEEDED_FLAGS if f not in effective]
     return None if not missing else current + "".join(missing)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
