@@ -239,6 +239,13 @@ async def run(ctx: BenchContext, section: Section) -> None:
             "guide_keys_pipelined": piped.to_dict(scale=1e6, digits=1),
         },
         "ratio_p50_guide_over_ours": round(ratio(guide.p50, ours.p50), 1),
+        "best_queue_depth": best_queue,
+        "chosen_queue_depth": {
+            "ours_view_choose_worker": ours_queue,
+            "ours_router": router_queue,
+            "guide_keys_hgetall": guide_queue,
+            "guide_keys_pipelined": piped_queue,
+        },
     }
 
 

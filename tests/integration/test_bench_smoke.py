@@ -1,0 +1,111 @@
+"""`make bench` in its tiny --quick mode, so that the benchmarks cannot rot: every benchmark
+runs against the real processes (redis-server, worker, orchestrator) and reports figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NAMES = ("worker_latency", "orchestrator_latency", "routing_scale", "tone_capacity")
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run every benchmark once with --quick and return the JSON report (+ the Markdown)."""
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    reports = sorted(out.glob("*-report.json"))
+    assert reports, (
+        f"no report written (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
+    report: dict[str, Any] = json.loads(reports[-1].read_text(encoding="utf-8"))
+    report["_markdown"] = reports[-1].with_suffix(".md").read_text(encoding="utf-8")
+    report["_rc"] = proc.returncode
+    report["_output"] = proc.stdout[-3000:] + proc.stderr[-3000:]
+    return report
+
+
+def section(report: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [s for s in report["sections"] if s["name"] == name]
+    assert found, f"no section {name}"
+    result: dict[str, Any] = found[0]
+    assert result["error"] is None, f"{name} failed: {result['error']}\n{report['_output']}"
+    assert result["tables"] and all(t["rows"] for t in result["tables"]), f"{name}: empty table"
+    return result
+
+
+def test_quick_run_succeeds_and_reports_every_benchmark(quick_report: dict[str, Any]) -> None:
+    """All four benchmarks run, the command exits 0, and the report names machine and versions."""
+    assert quick_report["_rc"] == 0, quick_report["_output"]
+    assert [s["name"] for s in quick_report["sections"]] == list(NAMES)
+    machine = quick_report["machine"]
+    assert machine["logical_cores"] >= 1
+    assert machine["versions"]["piper-tts"] != "not installed"
+    md = quick_report["_markdown"]
+    assert "cores" in md and "noise" in md
+
+
+def test_worker_latency_measures_first_audio_throughput_and_underruns(
+    quick_report: dict[str, Any],
+) -> None:
+    """Every text got first audio over gRPC and in-process; under-runs were read from Redis."""
+    data = section(quick_report, "worker_latency")["data"]
+    for key in ("worker_default_lead", "worker_lead0", "in_process"):
+        first = data[key][0]
+        assert first["first_audio_ms"]["n"] == 3, key
+        assert first["first_audio_ms"]["p50"] > 0, key
+        assert first["audio_s"] > 0, key
+    assert data["worker_default_lead"][0]["missing_first_audio"] == 0
+    assert isinstance(data["worker_default_lead"][0]["underruns"], int)
+    assert data["worker_lead0"][0]["peak_rss_mb"] > 0
+
+
+def test_orchestrator_latency_gets_audio_through_the_whole_path(
+    quick_report: dict[str, Any],
+) -> None:
+    """Texts spoken through the orchestrator's WebSocket reach the client from the worker."""
+    data = section(quick_report, "orchestrator_latency")["data"]
+    through = data["orchestrator"][0]
+    assert through["first_audio_ms"]["n"] == 3
+    assert through["missing_first_audio"] == 0
+    assert through["workers"] == ["bench-piper-orch"]
+    assert data["worker_alone"][0]["first_audio_ms"]["n"] == 3
+
+
+def test_routing_scale_paths_agree_on_the_least_loaded_resident_worker(
+    quick_report: dict[str, Any],
+) -> None:
+    """With 1,000 workers, our path and the guide's choose a worker of the same, lowest load."""
+    data = section(quick_report, "routing_scale")["data"]
+    assert data["workers"] == 1000
+    assert data["decision_us"]["ours_view_choose_worker"]["n"] > 0
+    assert data["decision_us"]["guide_keys_hgetall"]["n"] > 0
+    chosen = set(data["chosen_queue_depth"].values())
+    assert chosen == {data["best_queue_depth"]}
+
+
+def test_tone_capacity_streams_frames_from_worker_and_orchestrator(
+    quick_report: dict[str, Any],
+) -> None:
+    """The tone worker's streams and the orchestrator's sessions deliver frames, none failing."""
+    data = section(quick_report, "tone_capacity")["data"]
+    streams = data["worker_streams"]
+    assert streams["failed"] == 0
+    assert streams["frames_per_s"] > 0
+    step = data["orchestrator"]["steps"][0]
+    assert step["failed"] == 0, step["errors"]
+    assert step["received_share"] > 0
+    assert step["share_within_10ms"] is not None  # the orchestrator's lateness metric was read
