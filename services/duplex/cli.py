@@ -400,22 +400,26 @@ def parse_args(argv: Sequence[str] | None = None) -> CliOptions:
         parser.error(str(exc))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    options = parse_args(argv)
-    results = asyncio.run(run_sessions(options))
+async def run_cli(options: CliOptions) -> int:
+    """Run the sessions, print their reports (and the distribution); returns the exit status."""
+    results = await run_sessions(options)
     reports = [r for r in results if isinstance(r, SessionReport)]
     for result in sorted(results, key=_index):
         if isinstance(result, SessionReport):
-            print(format_report(result))
+            print(format_report(result), flush=True)
         else:
-            print(f"error: {result}", file=sys.stderr)
+            print(f"error: {result}", file=sys.stderr, flush=True)
     if options.concurrency > 1 and reports:
-        print("\n".join(format_distribution(reports)))
+        print("\n".join(format_distribution(reports)), flush=True)
     if any(isinstance(r, ServerError) for r in results):
         return EXIT_SERVER_ERROR
     if any(isinstance(r, ClientFailure) for r in results):
         return EXIT_CLIENT_FAILURE
     return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(run_cli(parse_args(argv)))
 
 
 def _index(result: SessionReport | Exception) -> int:

@@ -1,0 +1,206 @@
+"""`python -m duplex.demo` as a user runs it: real Redis, workers and orchestrator, then Ctrl-C."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from duplex.demo import port_is_free
+from duplex.devtools.redis_server import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_S = 150.0  # two Piper workers loading at once on 2 cores, plus the orchestrator
+
+
+class DemoProcess:
+    """The demo as a child process, its output collected line by line."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "duplex.demo", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait(self, timeout_s: float) -> int:
+        code = self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=5)
+        return code
+
+    def kill_tree(self) -> None:
+        """Last resort for a failed test: nothing the demo started may outlive it."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def demo(args: list[str]) -> Iterator[DemoProcess]:
+    process = DemoProcess(args)
+    try:
+        yield process
+    finally:
+        process.kill_tree()
+
+
+def free_port_run(count: int) -> int:
+    """A port p such that p .. p+count-1 are all free on loopback."""
+    for _ in range(200):
+        base = free_port()
+        if base + count < 65536 and all(port_is_free("127.0.0.1", base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no run of free ports")
+
+
+def http_status(port: int, path: str) -> int | None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+def wait_ready(process: DemoProcess, port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            pytest.fail(f"demo exited with {process.proc.returncode}:\n{process.output}")
+        if http_status(port, "/ready") == 200 and "ready in" in process.output:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"demo not ready within {timeout_s:.0f} s:\n{process.output}")
+
+
+def assert_all_gone(pids: list[int]) -> None:
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+    assert not alive, f"processes left behind: {alive}"
+
+
+@pytest.mark.slow
+def test_demo_starts_everything_serves_the_cli_and_ctrl_c_stops_every_child(
+    tmp_path: Path,
+) -> None:
+    """Redis + two Piper workers + orchestrator come up, the CLI speaks, SIGINT leaves nothing."""
+    redis_port, orch_port, base = free_port(), free_port(), free_port_run(2)
+    args = [
+        "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
+        "--orchestrator-port", str(orch_port),
+        "--worker-base-port", str(base),
+        "--no-kokoro",
+        "--startup-timeout", str(STARTUP_S),
+    ]  # fmt: skip
+    with demo(args) as process:
+        wait_ready(process, orch_port, STARTUP_S + 30)
+        children = psutil.Process(process.proc.pid).children(recursive=True)
+        names = " ".join(" ".join(c.cmdline()) for c in children)
+        assert len(children) == 4, names  # redis, two workers, the orchestrator
+        assert "redis-server" in names and names.count("duplex.worker") == 2
+        assert f"ws://127.0.0.1:{orch_port}" in process.output
+        assert 'make cli TEXT="Hello there"' in process.output
+        assert http_status(orch_port, "/health") == 200
+
+        out = tmp_path / "hello.wav"
+        cli = subprocess.run(
+            [sys.executable, "-m", "duplex.cli", "--host", f"ws://127.0.0.1:{orch_port}",
+             "--text", "Hello there.", "--out", str(out), "--timeout", "30"],
+            capture_output=True, text=True, timeout=90, cwd=REPO,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        assert "worker=tts-piper@" in cli.stdout
+        with wave.open(str(out), "rb") as wav:
+            assert wav.getframerate() == 48000
+            assert wav.getnframes() / 48000 > 0.3  # "Hello there." is well over 0.3 s of speech
+
+        process.proc.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0, process.output
+        assert "all stopped" in process.output
+        assert_all_gone([c.pid for c in children])
+        for port in (redis_port, orch_port, base, base + 1):
+            assert port_is_free("127.0.0.1", port), f"port {port} still bound"
+
+
+def test_demo_names_a_child_that_dies_during_startup_and_stops_the_rest(tmp_path: Path) -> None:
+    """A worker that cannot start (unknown default model) is named with its exit status."""
+    config_dir = tmp_path / "demo-config"
+    config_dir.mkdir()
+    for name in ("worker-piper0", "worker-piper1", "worker-kokoro0", "orchestrator"):
+        text = (REPO / "config" / "demo" / f"{name}.yaml").read_text(encoding="utf-8")
+        if name == "worker-piper1":
+            text = text.replace('default_model_id: "piper-en-joe-medium"',
+                                'default_model_id: "no-such-model"')  # fmt: skip
+        (config_dir / f"{name}.yaml").write_text(text, encoding="utf-8")
+    redis_port, orch_port, base = free_port(), free_port(), free_port_run(2)
+    args = [
+        "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
+        "--orchestrator-port", str(orch_port),
+        "--worker-base-port", str(base),
+        "--no-kokoro",
+        "--config-dir", str(config_dir),
+        "--startup-timeout", str(STARTUP_S),
+    ]  # fmt: skip
+    with demo(args) as process:
+        deadline = time.monotonic() + 20
+        children: dict[int, psutil.Process] = {}
+        while time.monotonic() < deadline and process.proc.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for child in psutil.Process(process.proc.pid).children(recursive=True):
+                    children.setdefault(child.pid, child)
+            time.sleep(0.1)
+        assert process.wait(STARTUP_S) == 1, process.output
+        assert "tts-piper@1 exited during startup with exit code" in process.output
+        assert "stopping the rest" in process.output
+        assert_all_gone(list(children))
+        assert port_is_free("127.0.0.1", redis_port)
+
+
+def test_demo_refuses_a_redis_port_held_by_something_else() -> None:
+    """A port that is taken but does not answer PING is reported clearly; nothing is started."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with demo(["--redis-url", f"redis://127.0.0.1:{port}/0", "--no-kokoro"]) as process:
+            assert process.wait(30) == 1
+            assert f"port {port} is taken by something that does not answer Redis PING" in (
+                process.output
+            )
+            assert "starting redis-server" not in process.output
+            assert "waiting for tts-piper" not in process.output
