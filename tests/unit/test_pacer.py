@@ -219,3 +219,20 @@ async def test_aclose_cancels_the_task_and_drops_the_buffer(rec: Recorder) -> No
     assert task is not None and task.done()
     assert pacer.buffered == 0
     assert rec.frames == []
+
+
+async def test_a_frame_waiting_for_room_is_dropped_by_clear(rec: Recorder) -> None:
+    """clear() also drops the frame a producer was blocked on: nothing stale follows a STOP."""
+    pacer = make_pacer(rec, lead_ms=0, max_buffer=2)
+    pacer.pause()
+    await push_frames(pacer, 2)
+    blocked = asyncio.create_task(pacer.push(b"stale"))
+    await asyncio.sleep(0.02)
+    assert pacer.clear() == 2
+    await asyncio.wait_for(blocked, 2.0)
+    pacer.resume()
+    await pacer.push(b"fresh")
+    await wait_for(lambda: len(rec.frames) == 1)
+    await asyncio.sleep(0.03)
+    await pacer.aclose()
+    assert rec.frames == [b"fresh"]

@@ -78,6 +78,7 @@ class Pacer:
         self._space = asyncio.Event()
         self._space.set()
         self._warned_full = False
+        self._epoch = 0  # bumped by clear()
         self._task: asyncio.Task[None] | None = None
         self.frames_sent = 0
 
@@ -105,7 +106,11 @@ class Pacer:
     # -- input ----------------------------------------------------------------------------
 
     async def push(self, pcm: bytes) -> None:
-        """Queue one frame; waits while the buffer is at its bound."""
+        """Queue one frame; waits while the buffer is at its bound.
+
+        A frame still waiting for room when ``clear()`` runs counts as buffered: it is dropped.
+        """
+        epoch = self._epoch
         while self._frames >= self._max_buffer:
             if not self._warned_full:
                 self._warned_full = True
@@ -115,6 +120,8 @@ class Pacer:
                 )
             self._space.clear()
             await self._space.wait()
+            if epoch != self._epoch:
+                return
         self._items.append(_Frame(pcm, self._clock()))
         self._frames += 1
         self._data.set()
@@ -144,6 +151,7 @@ class Pacer:
     def clear(self) -> int:
         """Drop every buffered frame at once (markers stay); returns how many."""
         dropped = self._frames
+        self._epoch += 1
         self._items = collections.deque(i for i in self._items if isinstance(i, _Marker))
         self._frames = 0
         self._run_start = None

@@ -321,6 +321,7 @@ class WorkerClient:
         self.target = target.removeprefix("grpc://")
         self._channel = grpc.aio.insecure_channel(self.target)
         self._stub = tts_pb2_grpc.TTSWorkerStub(self._channel)
+        self._info: WorkerInfo | None = None
 
     async def open_stream(
         self,
@@ -415,6 +416,12 @@ class WorkerClient:
             frame_duration_ms=int(r.frame_duration_ms),
             device=r.device,
         )
+
+    async def info(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> WorkerInfo:
+        """`capabilities()`, asked once per client: the limits it reports do not change."""
+        if self._info is None:
+            self._info = await self.capabilities(timeout_s)
+        return self._info
 
     async def close(self) -> None:
         await self._channel.close(grace=None)

@@ -1,0 +1,128 @@
+"""Routing decisions over the live registry view, with the orchestrator's own in-flight counts.
+
+`duplex.routing.choose_worker` is pure; this module feeds it: the view's current snapshot
+(workers, drained set, and the routing settings read from Redis at every decision, so a
+change made by the console governs the next session), a cursor advanced once per decision,
+and the sessions routed to each worker that its heartbeat cannot show yet.
+
+In-flight counts: a heartbeat published after a session was opened on the worker counts
+that session in the worker's metrics. An entry therefore lives until the worker's record
+shows a ``last_heartbeat`` later than the routing time plus ``heartbeat_margin_s`` (room
+for the stream to open), until the session releases it, or until the worker leaves the
+view. Without it a burst of six sessions over two idle workers would all see the same
+heartbeat and go 6/0 instead of 3/3.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from duplex.orchestrator.metrics import OrchestratorMetrics
+from duplex.registry.records import RoutingSettings, WorkerRecord
+from duplex.registry.view import RegistryView
+from duplex.routing import Decision, NoWorkerAvailable, SessionRequest, choose_worker
+
+__all__ = ["Decision", "NoWorkerAvailable", "Router", "SessionRequest"]
+
+
+@dataclass(eq=False)
+class _InFlight:
+    decision: Decision
+    routed_at: float  # unix seconds, comparable with last_heartbeat
+
+
+class Router:
+    """Chooses a worker for each new session (and for failovers)."""
+
+    def __init__(
+        self,
+        view: RegistryView,
+        fallback: RoutingSettings,
+        *,
+        metrics: OrchestratorMetrics | None = None,
+        heartbeat_margin_s: float = 0.25,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._view = view
+        # The view already falls back to this; kept for a view that has never synced.
+        self._fallback = fallback
+        self._metrics = metrics
+        self._margin = heartbeat_margin_s
+        self._clock = clock
+        self._cursor = 0
+        self._inflight: dict[str, list[_InFlight]] = {}
+
+    def settings(self) -> RoutingSettings:
+        """The settings the next decision uses (Redis override, else the config)."""
+        return self._view.routing() or self._fallback
+
+    def workers(self) -> Mapping[str, WorkerRecord]:
+        return self._view.workers()
+
+    def ready(self) -> bool:
+        """Redis is reachable and at least one live worker takes new sessions."""
+        drained = self._view.drained()
+        return self._view.redis_ok() and any(n not in drained for n in self._view.workers())
+
+    def inflight(self) -> Mapping[str, int]:
+        """Sessions routed to each worker that its last heartbeat does not show yet."""
+        self._prune(self._view.workers())
+        return {name: len(entries) for name, entries in self._inflight.items() if entries}
+
+    def route(self, request: SessionRequest, *, exclude: frozenset[str] = frozenset()) -> Decision:
+        """Choose a worker; raises NoWorkerAvailable saying what was asked and why not.
+
+        ``exclude`` names workers that must not be chosen (those that just failed this
+        session). The decision counts as in flight until `release` or the next heartbeat.
+        """
+        started = time.perf_counter()
+        live = self._view.workers()
+        self._prune(live)
+        settings = self.settings()
+        candidates = [w for name, w in live.items() if name not in exclude]
+        counts = {name: len(entries) for name, entries in self._inflight.items()}
+        cursor = self._cursor
+        self._cursor += 1
+        decision = choose_worker(
+            request,
+            candidates,
+            settings=settings,
+            drained=self._view.drained(),
+            inflight=counts,
+            cursor=cursor,
+        )
+        name = decision.worker.name
+        self._inflight.setdefault(name, []).append(_InFlight(decision, self._clock()))
+        if self._metrics is not None:
+            self._metrics.routing_decision_seconds.observe(time.perf_counter() - started)
+            self._metrics.routing_decisions_total.labels(
+                strategy=settings.strategy.value, worker=name
+            ).inc()
+        return decision
+
+    def release(self, decision: Decision) -> None:
+        """The session routed by ``decision`` ended (or never opened): stop counting it."""
+        entries = self._inflight.get(decision.worker.name)
+        if not entries:
+            return
+        for i, entry in enumerate(entries):
+            if entry.decision is decision:
+                del entries[i]
+                break
+        if not entries:
+            del self._inflight[decision.worker.name]
+
+    def _prune(self, live: Mapping[str, WorkerRecord]) -> None:
+        for name in list(self._inflight):
+            worker = live.get(name)
+            if worker is None:
+                del self._inflight[name]
+                continue
+            seen_until = worker.last_heartbeat - self._margin
+            kept = [e for e in self._inflight[name] if e.routed_at > seen_until]
+            if kept:
+                self._inflight[name] = kept
+            else:
+                del self._inflight[name]
