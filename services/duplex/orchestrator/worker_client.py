@@ -287,7 +287,10 @@ class WorkerStream:
         stays usable) and :class:`WorkerError` when the stream failed.
         """
         if self._ended is None:
-            item = await asyncio.wait_for(self._queue.get(), timeout_s)
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as
+            # the item does, so Session.close() would wait forever for its receiver task.
+            async with asyncio.timeout(timeout_s):
+                item = await self._queue.get()
             if not isinstance(item, _End):
                 event: WorkerEvent = item
                 return event
