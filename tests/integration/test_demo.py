@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from duplex.demo import port_is_free
+from duplex.devtools.probes import port_is_free
 from duplex.devtools.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,7 +118,8 @@ def assert_all_gone(pids: list[int]) -> None:
 def test_demo_starts_everything_serves_the_cli_and_ctrl_c_stops_every_child(
     tmp_path: Path,
 ) -> None:
-    """Redis + two Piper workers + orchestrator come up, the CLI speaks, SIGINT leaves nothing."""
+    """Redis, two Piper workers and the orchestrator come up; the CLI speaks; a dead worker is
+    reported while the demo runs on; SIGINT stops every child."""
     redis_port, orch_port, base = free_port(), free_port(), free_port_run(2)
     args = [
         "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
@@ -148,6 +149,16 @@ def test_demo_starts_everything_serves_the_cli_and_ctrl_c_stops_every_child(
         with wave.open(str(out), "rb") as wav:
             assert wav.getframerate() == 48000
             assert wav.getnframes() / 48000 > 0.3  # "Hello there." is well over 0.3 s of speech
+
+        # A worker that dies while running is reported; the demo carries on with the other.
+        piper1 = next(c for c in children if "worker-piper1.yaml" in " ".join(c.cmdline()))
+        piper1.kill()
+        deadline = time.monotonic() + 20
+        while "tts-piper@1 exited with signal SIGKILL" not in process.output:
+            assert time.monotonic() < deadline, process.output
+            time.sleep(0.2)
+        assert process.proc.poll() is None
+        assert "Still running: tts-piper@0" in process.output
 
         process.proc.send_signal(signal.SIGINT)
         assert process.wait(60) == 0, process.output
