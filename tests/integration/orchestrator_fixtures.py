@@ -141,7 +141,7 @@ class Client:
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        self._said = 0  # final chunks sent through say()
+        self._finals = 0  # final chunks sent: the next utterance's number
         self.closed = False
 
     async def __aenter__(self) -> Client:
@@ -177,6 +177,7 @@ class Client:
 
     async def text(self, text: str, *, is_final: bool = False) -> None:
         await self.send({"type": "TextChunk", "text": text, "is_final": is_final})
+        self._finals += is_final
 
     async def control(self, command: str) -> None:
         await self.send({"type": "Control", "command": command})
@@ -192,8 +193,7 @@ class Client:
 
     async def say(self, text: str, *, limit_s: float = DEADLINE_S) -> Utterance:
         """One final TextChunk; waits for its AudioEnd and returns its audio."""
-        index = self._said
-        self._said += 1
+        index = self._finals
         await self.text(text, is_final=True)
         await self.wait_for(lambda got: index in got.audio_ends(), limit_s)
         return self.got.utterance(index)
