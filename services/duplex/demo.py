@@ -387,7 +387,7 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         "--redis-url",
         default=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
         help="use the Redis answering here, or start one on this loopback port "
-        "(default: $REDIS_URL, else %(default)s)",
+        f"(default: $REDIS_URL, else {DEFAULT_REDIS_URL})",
     )
     parser.add_argument("--orchestrator-port", type=int, default=8080, help="(%(default)s)")
     parser.add_argument(

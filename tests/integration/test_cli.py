@@ -67,7 +67,7 @@ async def test_frames_follow_the_requested_sample_rate(orchestrator: str) -> Non
 
 async def test_word_by_word_text_is_spoken_like_the_whole_text(orchestrator: str) -> None:
     """Sent one word per TextChunk, the utterance yields as much audio as sent whole."""
-    text = "The meeting starts at nine, in the small room."
+    text = "Good morning, friends. See you soon."
     whole = await speak(CliOptions(host=orchestrator, text=text))
     words = await speak(
         CliOptions(host=orchestrator, text=text, word_by_word=True, word_interval_ms=10)

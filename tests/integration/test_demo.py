@@ -21,7 +21,7 @@ from duplex.devtools.probes import port_is_free
 from duplex.devtools.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-STARTUP_S = 150.0  # two Piper workers loading at once on 2 cores, plus the orchestrator
+STARTUP_S = 150.0  # generous: a loaded CI machine starting two Piper workers on 2 cores
 
 
 class DemoProcess:
@@ -114,7 +114,6 @@ def assert_all_gone(pids: list[int]) -> None:
     assert not alive, f"processes left behind: {alive}"
 
 
-@pytest.mark.slow
 def test_demo_starts_everything_serves_the_cli_and_ctrl_c_stops_every_child(
     tmp_path: Path,
 ) -> None:
