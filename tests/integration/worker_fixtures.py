@@ -259,3 +259,86 @@ def stop_process(
         proc.kill()
         out, _ = proc.communicate(timeout=10)
     return out or ""
+
+
+class LiveStream:
+    """A Synthesize stream driven step by step, read by a background task.
+
+    `frames`, `ends` and their arrival times grow as responses come; `wait_for` waits for
+    a condition on them with a deadline.
+    """
+
+    def __init__(self, stub: Any) -> None:
+        self.call = stub.Synthesize(timeout=120)
+        self.got = Received()
+        self.error: grpc.aio.AioRpcError | None = None
+        self._changed = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def open(
+        self,
+        *,
+        session_id: str = "",
+        model_id: str = "",
+        sample_rate: int = 0,
+        lead_ms: int | None = None,
+    ) -> Any:
+        """Send SessionOpen and return the SessionOpened answer."""
+        await self.call.write(
+            open_request(
+                session_id=session_id, model_id=model_id, sample_rate=sample_rate, lead_ms=lead_ms
+            )
+        )
+        first = await asyncio.wait_for(self.call.read(), RPC_TIMEOUT_S)
+        assert first.WhichOneof("kind") == "opened", first
+        self.got.opened = first.opened
+        self._reader = asyncio.create_task(self._read(), name="test-live-stream")
+        return first.opened
+
+    async def send(self, text: str, *, is_final: bool = True) -> None:
+        await self.call.write(text_request(text, is_final=is_final))
+
+    async def wait_for(self, predicate: Any, limit_s: float = 30.0) -> None:
+        """Until `predicate(self.got)` is true (or the stream ended: then it must be true)."""
+        async with asyncio.timeout(limit_s):
+            while not predicate(self.got):
+                if self._reader is not None and self._reader.done():
+                    assert predicate(self.got), f"stream ended early (error={self.error})"
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def finish(self, limit_s: float = 30.0) -> Received:
+        """Half-close and read to the end of the stream."""
+        await self.call.done_writing()
+        assert self._reader is not None
+        await asyncio.wait_for(asyncio.shield(self._reader), limit_s)
+        return self.got
+
+    async def cancel(self) -> None:
+        """The client goes away mid-stream."""
+        self.call.cancel()
+        if self._reader is not None:
+            await asyncio.wait_for(asyncio.shield(self._reader), RPC_TIMEOUT_S)
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                response = await self.call.read()
+                if response is grpc.aio.EOF:
+                    return
+                now = time.monotonic()
+                kind = response.WhichOneof("kind")
+                if kind == "frame":
+                    self.got.frames.append(response.frame)
+                    self.got.frame_times.append(now)
+                elif kind == "utterance_end":
+                    self.got.ends.append(response.utterance_end)
+                    self.got.end_times.append(now)
+                self._changed.set()
+        except grpc.aio.AioRpcError as exc:
+            self.error = exc
+        except asyncio.CancelledError:
+            if not self.call.cancelled():
+                raise
+        finally:
+            self._changed.set()

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -190,10 +189,7 @@ class WorkerApp:
                 grace,
             )
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _stop_task(task)
         self._tasks = []
         if self._announcer is not None:
             await self._announcer.deregister()
@@ -249,3 +245,17 @@ class WorkerApp:
             _LOG.info("Using GPU: %s", info.gpu_names[0])
             return info.gpu_names[0]
         return "cpu"
+
+
+async def _stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it to end.
+
+    Cancelled again until it ends: redis-py can swallow a CancelledError that lands while a
+    pipeline executes, and a heartbeat that outlived deregistration would bring the worker
+    back into Redis.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.2)
+    if not task.cancelled() and task.exception() is not None:
+        _LOG.error("task %s failed: %r", task.get_name(), task.exception())

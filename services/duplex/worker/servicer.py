@@ -5,7 +5,6 @@ the generated code."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -39,6 +38,8 @@ _LOG = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_S = 10.0
 """A stream must send its SessionOpen within this time."""
+
+READER_STOP_S = 2.0
 
 _CONTROL = {tts_pb2.PAUSE: "pause", tts_pb2.RESUME: "resume", tts_pb2.STOP: "stop"}
 
@@ -162,10 +163,8 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
                     context, grpc.StatusCode.UNAVAILABLE, "worker is draining: session ended"
                 )
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
             self._unregister(session, lease)
+            await _stop_reader(reader)
 
     async def _read_open(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -316,6 +315,15 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
             description=spec.description,
             active_sessions=self._models.refcount(spec.model_id),
         )
+
+
+async def _stop_reader(reader: asyncio.Task[None]) -> None:
+    # asyncio.wait, not `await reader`: an RPC that ended with an abort does not always
+    # deliver the reader's cancellation to an awaiting generator.
+    reader.cancel()
+    done, _ = await asyncio.wait([reader], timeout=READER_STOP_S)
+    if not done:
+        _LOG.warning("session reader still running after %.1fs: %s", READER_STOP_S, reader)
 
 
 def add_to_server(servicer: TTSWorkerServicer, server: grpc.aio.Server) -> None:
