@@ -21,13 +21,15 @@ from duplex.orchestrator.config import OrchestratorConfig
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.integration.worker_fixtures import running_worker, worker_config
+
 DEADLINE_S = 10.0
 MAX_MESSAGE_BYTES = 65536  # the issue's default size limit
 IDLE_TIMEOUT_S = 1.0
 MAX_CONNECTIONS = 4
 
 
-def make_config(redis_url: str, **websocket: Any) -> OrchestratorConfig:
+def make_config(redis_url: str, max_text_chars: int = 5000) -> OrchestratorConfig:
     base = OrchestratorConfig()
     ws = replace(
         base.transport.websocket,
@@ -35,11 +37,11 @@ def make_config(redis_url: str, **websocket: Any) -> OrchestratorConfig:
         port=0,
         idle_timeout_s=IDLE_TIMEOUT_S,
         max_connections=MAX_CONNECTIONS,
-        **websocket,
     )
     return replace(
         base,
         transport=replace(base.transport, websocket=ws),
+        session=replace(base.session, max_text_chars=max_text_chars),
         redis=replace(base.redis, url=redis_url, reconcile_interval_ms=200),
     )
 
@@ -260,3 +262,139 @@ async def test_session_end_before_start_ends_the_connection_cleanly(
         assert await recv_json(ws) == {"type": "SessionEnded", "reason": "client_end"}
         await asyncio.wait_for(ws.wait_closed(), DEADLINE_S)
         assert ws.close_code == 1000
+
+
+# ---------------------------------------------------------------- with a real (tone) worker
+
+WORKER = "bad-input-tone"
+
+
+@pytest.fixture
+async def served(redis_url: str) -> AsyncIterator[OrchestratorServer]:
+    """An orchestrator with one live in-process tone worker behind it."""
+    async with (
+        running_worker(worker_config(redis_url, name=WORKER)),
+        OrchestratorServer(make_config(redis_url, max_text_chars=100)) as orchestrator,
+    ):
+        view = orchestrator.app.state.runtime.view
+        async with asyncio.timeout(DEADLINE_S):
+            while True:
+                if WORKER in view.workers():
+                    break
+                await asyncio.sleep(0.05)
+        yield orchestrator
+
+
+async def start_session(ws: ClientConnection, **fields: Any) -> dict[str, Any]:
+    await ws.send(json.dumps({"type": "SessionStart", "sample_rate": 16000, **fields}))
+    started = await recv_json(ws)
+    assert started["type"] == "SessionStarted", started
+    return started
+
+
+async def speak(ws: ClientConnection, text: str) -> tuple[list[bytes], dict[str, Any]]:
+    """Send one final utterance; return its binary frames and the AudioEnd after them."""
+    await ws.send(json.dumps({"type": "TextChunk", "text": text, "is_final": True}))
+    frames: list[bytes] = []
+    while True:
+        message = await asyncio.wait_for(ws.recv(), DEADLINE_S)
+        if isinstance(message, bytes):
+            frames.append(message)
+            continue
+        reply = json.loads(message)
+        assert reply["type"] == "AudioEnd", reply
+        return frames, reply
+
+
+async def test_unknown_model_id_is_unknown_model_and_others_keep_speaking(
+    served: OrchestratorServer,
+) -> None:
+    """An unknown model_id ends that session with UNKNOWN_MODEL naming the known models,
+    while a session on another connection keeps speaking."""
+    async with client(served) as speaker, client(served) as ws:
+        started = await start_session(speaker)
+        assert started["worker"] == WORKER
+        text = await expect_error(
+            ws, json.dumps({"type": "SessionStart", "model_id": "no-such-model"}), "UNKNOWN_MODEL"
+        )
+        assert "no-such-model" in text and "tone-fast" in text
+        assert (await recv_json(ws))["type"] == "SessionEnded"
+        await asyncio.wait_for(ws.wait_closed(), DEADLINE_S)
+        frames, end = await speak(speaker, "Still here.")
+        assert frames and all(len(f) == 640 for f in frames)  # 20 ms at 16 kHz, s16 mono
+        assert end == {"type": "AudioEnd", "utterance": 0}
+
+
+async def test_garbage_during_a_live_session_does_not_disturb_it(
+    served: OrchestratorServer,
+) -> None:
+    """Bad input on one connection while another session speaks: the speaker still gets every
+    frame of its utterance and its AudioEnd; the bad connection gets its errors."""
+    async with client(served) as speaker, client(served) as ws:
+        await start_session(speaker)
+        speaking = asyncio.create_task(speak(speaker, "A sentence long enough to take a while."))
+        await expect_error(ws, "garbage", "INVALID_MESSAGE")
+        await expect_error(ws, b"\x00" * 640, "NOT_STARTED")
+        await expect_error(ws, json.dumps({"type": "SessionStart", "sample_rate": 8000}),
+                           "INVALID_SAMPLE_RATE")  # fmt: skip
+        frames, end = await speaking
+        # The tone voice speaks 60 ms per character: the whole utterance arrived.
+        assert len(frames) * 20 >= 60 * len("A sentence long enough to take a while.") - 20
+        assert end["utterance"] == 0
+
+
+async def test_misuse_after_start_gets_errors_and_the_session_goes_on(
+    served: OrchestratorServer,
+) -> None:
+    """A second SessionStart, binary audio, and an over-long utterance (100 characters here)
+    are refused without ending the session; it then speaks normally."""
+    async with client(served) as ws:
+        await start_session(ws)
+        await expect_error(ws, json.dumps({"type": "SessionStart"}), "ALREADY_STARTED")
+        text = await expect_error(ws, b"\x00" * 640, "INVALID_MESSAGE")
+        assert "not supported yet" in text
+        limit = served.config.session.max_text_chars
+        chunk = {"type": "TextChunk", "text": "z" * (limit // 2 + 1), "is_final": False}
+        await ws.send(json.dumps(chunk))  # accepted: half the limit
+        await expect_error(ws, json.dumps(chunk), "TEXT_TOO_LONG")  # the sum is over it
+        await ws.send(json.dumps({"type": "Control", "command": "STOP"}))
+        assert await recv_json(ws) == {"type": "AudioEnd", "utterance": 0}  # the stopped one
+        frames, end = await speak(ws, "Done.")
+        assert frames and end == {"type": "AudioEnd", "utterance": 1}
+        await ws.send(json.dumps({"type": "SessionEnd"}))
+        assert await recv_json(ws) == {"type": "SessionEnded", "reason": "client_end"}
+        await asyncio.wait_for(ws.wait_closed(), DEADLINE_S)
+        assert ws.close_code == 1000
+
+
+async def test_a_session_speaking_longer_than_the_idle_timeout_is_not_idle(
+    served: OrchestratorServer,
+) -> None:
+    """While audio is still being sent the session is not idle; once it is quiet for
+    idle_timeout_s it ends with SessionEnded idle_timeout."""
+    text = "x" * 40  # 2.4 s of tone, over twice the 1 s idle timeout
+    async with client(served) as ws:
+        await start_session(ws)
+        frames, _ = await speak(ws, text)
+        assert len(frames) * 20 >= 60 * len(text) - 20
+        assert await recv_json(ws) == {"type": "SessionEnded", "reason": "idle_timeout"}
+
+
+async def test_client_gone_mid_utterance_frees_its_slot_and_session(
+    served: OrchestratorServer,
+) -> None:
+    """A client that disconnects while audio is streaming is cleaned up at once: its
+    connection slot and its active-session count are released."""
+    runtime = served.app.state.runtime
+    async with client(served) as ws:
+        await start_session(ws)
+        await ws.send(json.dumps({"type": "TextChunk", "text": "x" * 60, "is_final": True}))
+        assert isinstance(await asyncio.wait_for(ws.recv(), DEADLINE_S), bytes)
+    async with asyncio.timeout(DEADLINE_S):
+        while True:
+            if runtime.transport.active_connections == 0:
+                break
+            await asyncio.sleep(0.02)
+    registry = runtime.metrics.registry
+    assert registry.get_sample_value("duplex_orch_sessions_active") == 0
+    assert registry.get_sample_value("duplex_orch_sessions_total", {"outcome": "disconnected"}) == 1

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -35,6 +35,8 @@ _LOG = logging.getLogger(__name__)
 # uvicorn (the websockets library) closes with 1009 and no explanation above this size; below
 # it our own check answers `Error MESSAGE_TOO_LARGE` first. Keep it a few times our limit.
 _WS_MAX_SIZE_FACTOR = 4
+# Each part of the shutdown gets this long, so one stuck part cannot hold the process.
+_SHUTDOWN_STEP_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,17 @@ def build_app(config: OrchestratorConfig) -> Starlette:
             yield
         finally:
             holder.runtime = app.state.runtime = None
-            await transport.close_all("shutdown")
-            await clients.close_all()
-            await view.stop()
+            steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                ("sessions", lambda: transport.close_all("shutdown")),
+                ("worker clients", clients.close_all),
+                ("registry view", view.stop),
+            ]
+            for step, close in steps:
+                try:
+                    async with asyncio.timeout(_SHUTDOWN_STEP_S):
+                        await close()
+                except TimeoutError:
+                    _LOG.error("shutdown step timed out; going on", extra={"step": step})
             _LOG.info("orchestrator stopped")
 
     async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -243,7 +253,7 @@ class OrchestratorServer:
         """Ask uvicorn to shut down gracefully (safe from a signal handler callback)."""
         self._uvicorn.should_exit = True
 
-    async def stop(self, timeout_s: float = 15.0) -> None:
+    async def stop(self, timeout_s: float = 30.0) -> None:
         """Graceful stop: live sessions get `SessionEnded {reason: "shutdown"}`, then uvicorn
         closes, then the lifespan releases everything."""
         task, self._task = self._task, None
