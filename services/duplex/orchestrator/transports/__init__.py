@@ -1,1 +1,1 @@
-
+"""Client transports: each turns its wire into `Session` calls (WebSocket now, WebRTC later)."""
