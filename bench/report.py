@@ -90,6 +90,18 @@ class Table:
         }
 
 
+@dataclass(frozen=True)
+class Target:
+    """A figure held against one of the issues' targets."""
+
+    goal: str  # e.g. "first audio p95, 1 client < 100 ms"
+    figure: str
+    ok: bool | None  # None: not measured in this run (e.g. quick mode)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"goal": self.goal, "figure": self.figure, "verdict": verdict(self.ok)}
+
+
 @dataclass
 class Section:
     """One benchmark's output: tables, notes, and the raw figures for the JSON report."""
@@ -99,8 +111,12 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    targets: list[Target] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+
+    def target(self, goal: str, figure: str, ok: bool | None) -> None:
+        self.targets.append(Target(goal, figure, ok))
 
     def markdown(self) -> str:
         parts = [f"## {self.title}", ""]
@@ -188,6 +204,16 @@ def write_report(
         f"- versions: {versions}",
         f"- {NOISE_NOTE}",
         "",
+        "## Targets (figures, not assertions)",
+        "",
+        "| benchmark | target | figure | verdict |",
+        "|---|---|---|---|",
+        *(
+            f"| {s.name} | {t.goal} | {t.figure} | {verdict(t.ok)} |"
+            for s in sections
+            for t in s.targets
+        ),
+        "",
     ]
     md_path.write_text(
         "\n".join(head) + "\n" + "\n".join(s.markdown() for s in sections), encoding="utf-8"
@@ -203,6 +229,7 @@ def write_report(
                 "seconds": round(s.seconds, 1),
                 "tables": [t.to_dict() for t in s.tables],
                 "notes": s.notes,
+                "targets": [t.to_dict() for t in s.targets],
                 "data": s.data,
             }
             for s in sections

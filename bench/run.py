@@ -26,7 +26,7 @@ if __package__ in (None, ""):
 
 from bench import orchestrator_latency, routing_scale, tone_capacity, worker_latency
 from bench.context import BenchContext, load_texts
-from bench.report import NOISE_NOTE, Section, machine_info, write_report
+from bench.report import NOISE_NOTE, Section, machine_info, verdict, write_report
 
 BENCHMARKS: tuple[ModuleType, ...] = (
     worker_latency,
@@ -94,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(NOISE_NOTE, flush=True)
     sections = asyncio.run(run_all(args))
+    print("\n== targets (figures, not assertions)", flush=True)
+    for section in sections:
+        for target in section.targets:
+            print(f"  {verdict(target.ok):4}  {target.goal}: {target.figure}", flush=True)
     md_path, json_path = write_report(args.out, sections, machine, quick=args.quick)
     print(f"\nreport: {md_path}\n        {json_path}", flush=True)
     failed = [s.name for s in sections if s.error]

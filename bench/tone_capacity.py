@@ -339,7 +339,7 @@ async def orchestrator_step(
 async def orchestrator_sessions(
     ctx: BenchContext, section: Section, redis_url: str, workdir: Path
 ) -> dict[str, Any]:
-    steps = (5,) if ctx.quick else (10, 25, 50, 100, 150, 200)
+    steps = (5,) if ctx.quick else (10, 25, 50, 75, 100, 150, 200)
     window_s = 3.0 if ctx.quick else 8.0
     ctx.progress("starting two tone workers and the orchestrator")
     stack = contextlib.ExitStack()
@@ -406,6 +406,23 @@ async def run(ctx: BenchContext, section: Section) -> None:
     finally:
         redis.stop()
     largest = orch["largest_held"]
+    missed = [r for r in orch["steps"] if not r["held"]]
+    section.target(
+        f"{streams['streams']} gRPC streams on one tone worker at real time",
+        f"{streams['frames_per_s']:.0f} frames/s, {streams['cpu_percent_per_stream']}% CPU per "
+        f"stream, {streams['received_share']:.3f} of real-time frames",
+        streams["failed"] == 0 and streams["received_share"] >= REALTIME_SHARE,
+    )
+    section.target(
+        "orchestrator sessions at real time with p99 send lateness <= 10 ms",
+        f"largest step held: {largest}"
+        + (
+            f" (at {missed[0]['sessions']}: p99 {fmt(missed[0]['send_lateness_p99_ms'], 1)} ms)"
+            if missed
+            else " (every step held)"
+        ),
+        largest > 0,
+    )
     section.notes += [
         f"Tone model {TONE_MODEL} (real-time factor 0: synthesis costs nothing), so these figures "
         "are the cost of sessions, framing, pacing and transport. Every stream speaks an ~18 s "
