@@ -1,20 +1,37 @@
-"""Text positions across worker streams: what each utterance sent, what was voiced, what to resend.
+"""Failover: text positions across worker streams, and (re)connecting a session to a worker.
 
 A client utterance keeps its own numbering and its whole text; the worker stream that
 voices it numbers utterances from 0 and counts text positions from where it was handed
 the text. After a failover the new stream starts at the last voiced position of each
 pending utterance (``base``), so a worker position ``p`` is client position ``base + p``.
+
+`Connector` routes a session and opens its stream, at start and after a failure (then
+excluding the workers that failed it).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from duplex.orchestrator.worker_client import WorkerClient, WorkerStream, WorkerStreamError
-from duplex.routing import Decision
+from duplex.orchestrator.metrics import OrchestratorMetrics
+from duplex.orchestrator.protocol import ErrorCode
+from duplex.orchestrator.router import Router
+from duplex.orchestrator.worker_client import (
+    UnknownModelError,
+    WorkerCapacityError,
+    WorkerClient,
+    WorkerClients,
+    WorkerError,
+    WorkerStream,
+    WorkerStreamError,
+)
+from duplex.routing import Decision, NoWorkerAvailable, SessionRequest
 from duplex.text import ClauseSegmenter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -109,29 +126,88 @@ class Link:
 LOAD_TIMEOUT_S = 60.0  # a worker loading a model on demand (Kokoro takes seconds)
 
 
-async def open_link(
-    client: WorkerClient,
-    decision: Decision,
-    *,
-    session_id: str,
-    language: str,
-    sample_rate: int,
-    lead_ms: int,
-    open_timeout_s: float,
-) -> Link:
-    """Open the session on the decided worker (loading the model first if it must)."""
-    if decision.needs_load and decision.model_id is not None:
-        await client.load_model(decision.model_id, timeout_s=LOAD_TIMEOUT_S)
-    info = await client.info(timeout_s=open_timeout_s)
-    stream = await client.open_stream(
-        session_id, decision.model_id, sample_rate, language, lead_ms, timeout_s=open_timeout_s
-    )
-    if stream.opened.sample_rate != sample_rate:
-        await stream.close()
-        raise WorkerStreamError(
-            client.target, f"opened at {stream.opened.sample_rate} Hz, not {sample_rate}"
+class ConnectFailed(Exception):
+    """No worker took the session; ``code`` and ``message`` are what the client is told."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What a worker stream is opened with (the same on every worker the session uses)."""
+
+    session_id: str
+    request: SessionRequest
+    sample_rate: int
+    lead_ms: int
+    open_timeout_s: float
+
+
+class Connector:
+    """Routes a session and opens its worker stream, trying the next worker when one refuses."""
+
+    def __init__(
+        self, router: Router, clients: WorkerClients, metrics: OrchestratorMetrics
+    ) -> None:
+        self._router = router
+        self._clients = clients
+        self._metrics = metrics
+
+    async def connect(self, spec: StreamSpec, *, exclude: frozenset[str], attempts: int) -> Link:
+        """A stream on a worker not in ``exclude`` within ``attempts`` tries, or ConnectFailed."""
+        tried = set(exclude)
+        failure: ConnectFailed | None = None
+        for _ in range(max(1, attempts)):
+            try:
+                decision = self._router.route(spec.request, exclude=frozenset(tried))
+            except NoWorkerAvailable as exc:
+                raise failure or ConnectFailed(ErrorCode.NO_WORKER_AVAILABLE, exc.reason) from exc
+            try:
+                return await self._open(decision, spec)
+            except BaseException as err:
+                self._router.release(decision)
+                if not isinstance(err, WorkerError):
+                    raise
+                tried.add(decision.worker.name)
+                failure = self._failure(decision.worker.name, err)
+                log.warning(
+                    "worker could not open the session",
+                    extra={"session_id": spec.session_id, "worker": decision.worker.name,
+                           "error": str(err)},
+                )  # fmt: skip
+        assert failure is not None
+        raise failure
+
+    def _failure(self, worker: str, err: WorkerError) -> ConnectFailed:
+        if isinstance(err, UnknownModelError):
+            return ConnectFailed(ErrorCode.UNKNOWN_MODEL, err.message)
+        if isinstance(err, WorkerCapacityError):
+            return ConnectFailed(ErrorCode.CAPACITY, f"worker {worker}: {err.message}")
+        self._metrics.worker_errors_total.labels(worker=worker).inc()
+        return ConnectFailed(ErrorCode.WORKER_FAILED, f"worker {worker}: {err.message}")
+
+    async def _open(self, decision: Decision, spec: StreamSpec) -> Link:
+        client = self._clients.get(decision.worker.target)
+        if decision.needs_load and decision.model_id is not None:
+            await client.load_model(decision.model_id, timeout_s=LOAD_TIMEOUT_S)
+        info = await client.info(timeout_s=spec.open_timeout_s)
+        stream = await client.open_stream(
+            spec.session_id,
+            decision.model_id,
+            spec.sample_rate,
+            spec.request.language,
+            spec.lead_ms,
+            timeout_s=spec.open_timeout_s,
         )
-    return Link(decision=decision, client=client, stream=stream, max_text_chars=info.max_text_chars)
+        if stream.opened.sample_rate != spec.sample_rate:
+            await stream.close()
+            raise WorkerStreamError(
+                client.target, f"opened at {stream.opened.sample_rate} Hz, not {spec.sample_rate}"
+            )
+        return Link(decision, client, stream, max_text_chars=info.max_text_chars)
 
 
 def unvoiced_chars(pending: Iterable[Utterance]) -> int:

@@ -36,7 +36,14 @@ from typing import Protocol
 
 from duplex.audio.frames import frame_bytes
 from duplex.orchestrator.config import OrchestratorConfig
-from duplex.orchestrator.failover import Link, Utterance, open_link, unvoiced_chars
+from duplex.orchestrator.failover import (
+    ConnectFailed,
+    Connector,
+    Link,
+    StreamSpec,
+    Utterance,
+    unvoiced_chars,
+)
 from duplex.orchestrator.metrics import OrchestratorMetrics
 from duplex.orchestrator.pacer import Pacer
 from duplex.orchestrator.protocol import (
@@ -53,14 +60,12 @@ from duplex.orchestrator.protocol import (
 )
 from duplex.orchestrator.router import Router
 from duplex.orchestrator.worker_client import (
-    UnknownModelError,
-    WorkerCapacityError,
     WorkerClients,
     WorkerError,
     WorkerFrame,
     WorkerStreamError,
 )
-from duplex.routing import Decision, NoWorkerAvailable, SessionRequest
+from duplex.routing import SessionRequest
 from duplex.text import ClauseSegmenter
 
 log = logging.getLogger(__name__)
@@ -128,6 +133,7 @@ class Session:
         self._failed: set[str] = set()
         self._failovers = 0
         self._lock = asyncio.Lock()  # text forwarding, control and failover, one at a time
+        self._connector = Connector(services.router, services.clients, services.metrics)
         self._pacer = Pacer(
             self._send_frame,
             lead_ms=self._cfg.output_lead_ms,
@@ -333,54 +339,18 @@ class Session:
     # -- routing and opening --------------------------------------------------------------
 
     async def _connect(self, exclude: frozenset[str], *, attempts: int) -> Link:
-        """Route and open a stream, trying another worker when one cannot open it."""
-        tried = set(exclude)
-        failure: SessionError | None = None
-        for _ in range(max(1, attempts)):
-            try:
-                decision = self._svc.router.route(self._request, exclude=frozenset(tried))
-            except NoWorkerAvailable as exc:
-                if failure is not None:
-                    raise failure from exc
-                raise SessionError(ErrorCode.NO_WORKER_AVAILABLE, exc.reason, fatal=True) from exc
-            try:
-                return await self._open_link(decision)
-            except BaseException as err:
-                self._svc.router.release(decision)
-                if not isinstance(err, WorkerError):
-                    raise
-                tried.add(decision.worker.name)
-                failure = self._open_failure(decision, err)
-                log.warning(
-                    "worker could not open the session",
-                    extra={
-                        "session_id": self.session_id,
-                        "worker": decision.worker.name,
-                        "error": str(err),
-                    },
-                )
-        assert failure is not None
-        raise failure
-
-    def _open_failure(self, decision: Decision, err: WorkerError) -> SessionError:
-        name = decision.worker.name
-        if isinstance(err, UnknownModelError):
-            return SessionError(ErrorCode.UNKNOWN_MODEL, err.message, fatal=True)
-        if isinstance(err, WorkerCapacityError):
-            return SessionError(ErrorCode.CAPACITY, f"worker {name}: {err.message}", fatal=True)
-        self._svc.metrics.worker_errors_total.labels(worker=name).inc()
-        return SessionError(ErrorCode.WORKER_FAILED, f"worker {name}: {err.message}", fatal=True)
-
-    async def _open_link(self, decision: Decision) -> Link:
-        link = await open_link(
-            self._svc.clients.get(decision.worker.target),
-            decision,
-            session_id=self.session_id,
-            language=self._request.language,
-            sample_rate=self._sample_rate,
-            lead_ms=self._cfg.worker_lead_ms,
-            open_timeout_s=self._cfg.open_timeout_s,
+        """Route and open a stream (another worker when one refuses); SessionError if none."""
+        spec = StreamSpec(
+            self.session_id,
+            self._request,
+            self._sample_rate,
+            self._cfg.worker_lead_ms,
+            self._cfg.open_timeout_s,
         )
+        try:
+            link = await self._connector.connect(spec, exclude=exclude, attempts=attempts)
+        except ConnectFailed as exc:
+            raise SessionError(exc.code, exc.message, fatal=True) from exc
         if link.max_text_chars > 0:
             # The worker refuses a longer utterance: keep the client's limit under it.
             self._max_chars = min(self._cfg.max_text_chars, link.max_text_chars)
