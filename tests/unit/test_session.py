@@ -594,6 +594,18 @@ async def test_close_is_idempotent_and_releases_everything(harness_factory: Any)
     assert leftovers == []
 
 
+async def test_an_unfinished_utterance_with_nothing_to_play_is_listening(
+    harness_factory: Any,
+) -> None:
+    """Half a sentence and silence: LISTENING once its audio has played (idle timeout works)."""
+    h = harness_factory([FakeWorker("a")])
+    await h.start()
+    await h.text("Hello there, my")
+    await h.sink.wait_for(lambda: h.sink.heard() == "Hellothere,")
+    await asyncio.sleep(0.05)
+    assert h.session.state is SessionState.LISTENING
+
+
 async def test_text_before_start_is_refused(harness_factory: Any) -> None:
     """NOT_STARTED, not fatal."""
     h = harness_factory([FakeWorker("a")])

@@ -152,7 +152,10 @@ class Session:
             return SessionState.STARTING
         if self._paused:
             return SessionState.PAUSED
-        if self._pending or self._ends_queued or self._pacer.buffered:
+        # An utterance the client has not finished is not "speaking" by itself: a client that
+        # sends half a sentence and goes away must still reach the idle timeout.
+        owed = any(u.final and not u.done for u in self._pending)
+        if owed or self._ends_queued or self._pacer.buffered:
             return SessionState.SPEAKING
         return SessionState.LISTENING
 
@@ -472,7 +475,9 @@ class Session:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await receiver
-        self._receiver = None
+            self._receiver = None
+        # Else this is the receiver itself: it stays referenced (so close() can cancel it)
+        # until the next receiver replaces it, and returns right after the failover.
         # Frames of a clause the worker did not finish: the new worker says it again.
         self._pacer.drop_tail(link.partial_frames)
         link.partial_frames = 0
