@@ -188,6 +188,28 @@ async def test_stop_ends_the_utterance_at_once_and_the_session_goes_on(
         assert client.got.audio_ends() == [0, 1]
 
 
+async def test_clients_leaving_mid_audio_leave_no_session_behind(redis_url: str) -> None:
+    """Disconnect while frames flow: the session, its worker stream and its tasks all end."""
+    async with (
+        running_worker(worker_config(redis_url, name="w1")) as worker,
+        running_orchestrator(orch_config(redis_url)) as orch,
+    ):
+        await wait_for_workers(orch, {"w1"})
+        for _ in range(5):
+            async with Client(orch) as client:
+                await client.start(model_id="tone-fast")
+                await client.text(TEXT, is_final=True)
+                await client.wait_for(lambda got: len(got.utterance(0).frames) >= 3)
+        transport = orch.app.state.runtime.transport
+        async with asyncio.timeout(5):
+            while True:  # nothing to await on: poll
+                if not (transport.active_connections or worker.app.servicer.active_sessions()):
+                    break
+                await asyncio.sleep(0.02)
+        leftovers = [t.get_name() for t in asyncio.all_tasks() if ":" in t.get_name()]
+        assert not [n for n in leftovers if n.startswith(("pacer:", "session-receiver:"))]
+
+
 async def test_metrics_count_frames_and_first_audio(orch: OrchestratorServer) -> None:
     """GET /metrics reflects the session: frames sent, first-audio latency, a routing decision."""
     async with Client(orch) as client:

@@ -183,9 +183,17 @@ class Pacer:
     # -- the sending task -----------------------------------------------------------------
 
     async def _wait(self, event: asyncio.Event, delay_s: float | None) -> None:
+        """Until ``event`` is set, or ``delay_s`` passes (a timer: cheaper than wait_for, which
+        makes a task per call, and this runs once per frame per session)."""
         event.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), delay_s)
+        if delay_s is None:
+            await event.wait()
+            return
+        timer = asyncio.get_running_loop().call_later(delay_s, event.set)
+        try:
+            await event.wait()
+        finally:
+            timer.cancel()
 
     async def _run(self) -> None:
         try:

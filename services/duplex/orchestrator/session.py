@@ -504,7 +504,8 @@ class Session:
         self._pacer.push_marker(mark)
         budget = self._pacer.buffered * 0.02 + 1.0
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(played.wait(), budget)
+            async with asyncio.timeout(budget):
+                await played.wait()
         with contextlib.suppress(Exception):
             await self._sink.send_message(Error(code, message))
         await self.close(reason)

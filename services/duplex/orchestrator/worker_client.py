@@ -2,7 +2,8 @@
 
 The only orchestrator module that imports ``duplex.gen``: everything it hands out is a
 frozen dataclass of this module, and every gRPC status is translated into a
-:class:`WorkerError` subclass here. Every call carries a deadline; the synthesis
+:class:`WorkerError` subclass here. Every call carries a deadline (``asyncio.timeout``,
+never ``wait_for``, which on Python 3.11 can swallow a cancellation); the synthesis
 stream itself has none (a session lives for minutes), so its reads go through an
 owned pump task and a queue, and callers wait on that queue with their own timeout
 (cancelling a grpc.aio ``read()`` would cancel the whole RPC).
@@ -257,7 +258,8 @@ class WorkerStream:
     async def wait_opened(self, timeout_s: float) -> StreamOpened:
         """The SessionOpened answer, within ``timeout_s``."""
         try:
-            return await asyncio.wait_for(asyncio.shield(self._opened), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(self._opened)
         except TimeoutError:
             raise WorkerUnavailable(self.target, f"no SessionOpened within {timeout_s}s") from None
 
@@ -272,7 +274,8 @@ class WorkerStream:
             raise WorkerStreamError(self.target, "stream is closed")
         req = tts_pb2.SynthesizeRequest(text=tts_pb2.TextChunk(text=text, is_final=is_final))
         try:
-            await asyncio.wait_for(self._call.write(req), self._write_timeout_s)
+            async with asyncio.timeout(self._write_timeout_s):
+                await self._call.write(req)
         except grpc.aio.AioRpcError as err:
             raise _translate(self.target, err) from None
         except TimeoutError:
@@ -351,9 +354,8 @@ class WorkerClient:
             session_open.lead_ms = lead_ms
         try:
             try:
-                await asyncio.wait_for(
-                    call.write(tts_pb2.SynthesizeRequest(open=session_open)), timeout_s
-                )
+                async with asyncio.timeout(timeout_s):
+                    await call.write(tts_pb2.SynthesizeRequest(open=session_open))
             except grpc.aio.AioRpcError as err:
                 raise _translate(self.target, err) from None
             except TimeoutError:
