@@ -25,8 +25,10 @@ from duplex.orchestrator.worker_client import (
     WorkerClient,
     WorkerClients,
     WorkerError,
+    WorkerFrame,
     WorkerStream,
     WorkerStreamError,
+    WorkerUtteranceEnd,
 )
 from duplex.routing import Decision, NoWorkerAvailable, SessionRequest
 from duplex.text import ClauseSegmenter
@@ -111,6 +113,32 @@ class Link:
         utt.worker_utt = self.next_utt
         self.by_worker_utt[self.next_utt] = utt
         self.next_utt += 1
+
+    def frame_owner(self, frame: WorkerFrame) -> Utterance | None:
+        """The utterance a frame voices; None when it must be dropped (STOP came first)."""
+        utt = self.by_worker_utt.get(frame.utterance)
+        return None if utt is None or utt.stopped else utt
+
+    def frame_queued(self, utt: Utterance, frame: WorkerFrame) -> None:
+        """The frame is on its way to the client: the clause it ends counts as voiced."""
+        if frame.clause_end:
+            utt.voiced = utt.base + frame.text_end
+            self.partial_frames = 0
+        else:
+            self.partial_frames += 1
+
+    def utterance_ended(self, end: WorkerUtteranceEnd) -> Utterance | None:
+        """The utterance the worker finished; None when it had already ended here (STOP)."""
+        utt = self.by_worker_utt.pop(end.utterance, None)
+        if utt is None or utt.done:
+            return None
+        if end.stopped:
+            # Only our STOP may cut an utterance short; anything else would lose text.
+            raise WorkerStreamError(self.worker, "the worker stopped an utterance by itself")
+        utt.voiced = utt.base + end.voiced_length
+        utt.done = True
+        self.partial_frames = 0
+        return utt
 
     def owes_audio(self, pending: Iterable[Utterance]) -> bool:
         """Whether silence from the worker now means it is stuck.

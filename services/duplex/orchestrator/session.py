@@ -392,31 +392,19 @@ class Session:
             if event is None:
                 raise WorkerStreamError(link.worker, "stream ended")
             link.last_progress = time.monotonic()
-            utt = link.by_worker_utt.get(event.utterance)
             if isinstance(event, WorkerFrame):
                 if len(event.pcm) != expected:
                     raise WorkerStreamError(link.worker, f"frame of {len(event.pcm)} bytes")
-                if utt is None or utt.stopped:
+                utt = link.frame_owner(event)
+                if utt is None:
                     continue  # a frame already on its way when STOP came
                 await self._pacer.push(event.pcm)
+                link.frame_queued(utt, event)
                 if not utt.first_frame_queued:
                     utt.first_frame_queued = True
                     self._pacer.push_marker(functools.partial(self._first_audio, utt))
-                if event.clause_end:
-                    utt.voiced = utt.base + event.text_end
-                    link.partial_frames = 0
-                else:
-                    link.partial_frames += 1
-                continue
-            link.by_worker_utt.pop(event.utterance, None)
-            if utt is None or utt.done:
-                continue
-            if event.stopped:
-                raise WorkerStreamError(link.worker, "the worker stopped an utterance by itself")
-            utt.voiced = utt.base + event.voiced_length
-            utt.done = True
-            link.partial_frames = 0
-            self._queue_ends()
+            elif link.utterance_ended(event) is not None:
+                self._queue_ends()
 
     async def _first_audio(self, utt: Utterance) -> None:
         if utt.stopped:
