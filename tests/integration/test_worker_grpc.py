@@ -18,7 +18,6 @@ from tests.integration.worker_fixtures import (
     LiveStream,
     Received,
     RunningWorker,
-    collect,
     open_request,
     piper_config,
     running_worker,
@@ -232,8 +231,17 @@ async def test_get_capabilities_describes_the_worker(tone: RunningWorker) -> Non
 
 
 async def _status(stub: Any, *requests: Any) -> grpc.aio.AioRpcError:
+    """Send `requests` (all read by the worker before it fails) and return the error.
+
+    Writes without half-closing: a write or half-close racing the worker's abort would
+    end the call with a client-side transport error instead of the worker's status.
+    """
+    call = stub.Synthesize(timeout=10)
+    for request in requests:
+        await call.write(request)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await collect(stub.Synthesize(iter(requests), timeout=10))
+        while await call.read() is not grpc.aio.EOF:
+            pass
     return info.value
 
 
@@ -253,7 +261,7 @@ async def test_text_over_the_limit_is_invalid_argument(tone: RunningWorker) -> N
 
 async def test_an_unknown_model_is_not_found_naming_the_known_ones(tone: RunningWorker) -> None:
     """NOT_FOUND, and the message lists this worker's model ids."""
-    error = await _status(tone.stub, open_request(model_id="xtts-v2"), text_request("Hi."))
+    error = await _status(tone.stub, open_request(model_id="xtts-v2"))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert "tone-fast" in str(error.details()) and "tone-rt02" in str(error.details())
 
@@ -330,7 +338,7 @@ async def test_health_goes_from_serving_to_not_serving_on_drain(redis_url: str) 
         await asyncio.sleep(0.2)
         for service in ("", "tts.v1.TTSWorker"):
             assert await _health(worker, service) == health_pb2.HealthCheckResponse.NOT_SERVING
-        refused = await _status(worker.stub, open_request(), text_request("Hi."))
+        refused = await _status(worker.stub, open_request())
         assert refused.code() == grpc.StatusCode.UNAVAILABLE
         await stream.wait_for(lambda g: len(g.ends) == 1)
         assert not stream.got.ends[0].stopped

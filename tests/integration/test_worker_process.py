@@ -168,7 +168,7 @@ def test_kill_9_leaves_redis_within_worker_ttl(tone_yaml: Path, redis_url: str) 
         proc.wait(10)
         killed = time.monotonic()
         _wait_sync(lambda: not client.exists("worker:proc-worker"), 5, step_s=0.01)
-        assert time.monotonic() - killed <= 1.0 + 0.15
+        assert time.monotonic() - killed <= 1.0 + 0.25  # worker_ttl_ms + polling slack
     finally:
         stop_process(proc)
         client.close()

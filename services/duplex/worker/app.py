@@ -63,7 +63,7 @@ class WorkerApp:
         self._server: grpc.aio.Server | None = None
         self._announcer: Announcer | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
+        self._stop_task: asyncio.Task[None] | None = None
 
     # -- what tests and the entry point read --------------------------------------
 
@@ -175,10 +175,13 @@ class WorkerApp:
 
     async def drain_and_stop(self) -> None:
         """NOT_SERVING, deregister, refuse new sessions, let live ones finish within
-        `drain_grace_s`, then stop everything. Idempotent."""
-        if self._stopping:
-            return
-        self._stopping = True
+        `drain_grace_s`, then stop everything. Every caller waits for the one drain."""
+        if self._stop_task is None:
+            self._stop_task = asyncio.create_task(self._drain_and_stop(), name="worker-drain")
+        # Shielded: a caller that goes away must not cut the drain short.
+        await asyncio.shield(self._stop_task)
+
+    async def _drain_and_stop(self) -> None:
         grace = self.config.worker.drain_grace_s
         await self._health.update(default_loaded=True, draining=True)
         if self._servicer is not None:

@@ -113,9 +113,11 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
     async def Synthesize(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
+        # Read before refusing: a client still writing its open would see a transport
+        # error instead of the status.
+        opening = await self._read_open(request_iterator, context)
         if self._draining:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "worker is draining")
-        opening = await self._read_open(request_iterator, context)
         session_id = opening.session_id or uuid.uuid4().hex
         if session_id in self._sessions:
             await _abort(
