@@ -39,11 +39,18 @@ class PassResult:
     peak_rss: int | None = None
     rss_after: int | None = None
     underruns: int | None = None
+    # The text each first_audio_s entry belongs to (index into the texts).
+    text_indices: list[int] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def first_audio(self) -> Summary:
         return summarize([x for x in self.first_audio_s if not math.isnan(x)])
+
+    def slowest(self, k: int) -> list[tuple[int, float]]:
+        """The ``k`` largest first-audio times as (text index, seconds)."""
+        pairs = [(i, x) for i, x in zip(self.text_indices, self.first_audio_s, strict=True)]
+        return sorted(pairs, key=lambda p: -p[1] if not math.isnan(p[1]) else -math.inf)[:k]
 
     @property
     def throughput(self) -> float:
@@ -110,6 +117,8 @@ async def run_inprocess(
             system="in-process",
             concurrency=p["concurrency"],
             first_audio_s=[float(x) for x in p["first_audio_s"]],
+            # Each thread speaks every text in order.
+            text_indices=list(range(int(data["texts"]))) * int(p["concurrency"]),
             audio_s=float(p["audio_s"]),
             wall_s=float(p["wall_s"]),
             cpu_s=float(p["cpu_s"]),
@@ -143,6 +152,7 @@ async def concurrent_pass(
         system=system,
         concurrency=concurrency,
         first_audio_s=[u.first_audio_s for u in utterances],
+        text_indices=[u.text_index for u in utterances],
         audio_s=sum(u.audio_s for u in utterances),
         wall_s=wall,
     )

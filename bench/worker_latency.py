@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 from duplex.devtools.redis_server import start_redis
+from duplex.text import ClauseSegmenter
 
 from bench import grpc_client
 from bench.context import BenchContext
@@ -32,6 +33,20 @@ def mb(value: int | None) -> float | None:
     return None if value is None else value / 2**20
 
 
+def first_clause_chars(text: str) -> int:
+    """Length of the clause the worker synthesizes first (its segmenter's first cut)."""
+    segmenter = ClauseSegmenter()
+    clauses = segmenter.push(text) or segmenter.finish()
+    return len(clauses[0].text.strip()) if clauses else 0
+
+
+def by_text(result: PassResult) -> dict[int, float | None]:
+    return {
+        i: None if math.isnan(x) else round(x * 1000, 1)
+        for i, x in zip(result.text_indices, result.first_audio_s, strict=True)
+    }
+
+
 def memory_ratios(
     paced: dict[int, PassResult], fast: dict[int, PassResult], clients: tuple[int, ...]
 ) -> tuple[float, float]:
@@ -47,6 +62,7 @@ def memory_ratios(
 
 async def run(ctx: BenchContext, section: Section) -> None:
     clients = (1,) if ctx.quick else (1, 4, 8)
+    texts = ctx.bench_texts()
     pass_timeout = 60.0 if ctx.quick else 240.0
     baseline = await run_inprocess(ctx, clients, timeout_s=60.0 if ctx.quick else 300.0)
 
@@ -230,6 +246,12 @@ async def run(ctx: BenchContext, section: Section) -> None:
         "that is bounded by the thread pool, not by sessions. The in-process baseline, one "
         f"thread per client, peaked at {fmt(mb(baseline[most].peak_rss))} MB with {most} clients.",
         "Under-runs: the increase of `metrics.underruns` in worker:{name} (Redis) over the pass.",
+        "Slowest first audio with one client (default lead): "
+        + "; ".join(
+            f"#{i} {fmt(x * 1000)} ms ({first_clause_chars(texts[i])}-char first clause)"
+            for i, x in paced[1].slowest(3)
+        )
+        + ". Piper's time to the first audio grows with the first clause's length.",
     ]
     section.data = {
         "worker": {
@@ -241,6 +263,10 @@ async def run(ctx: BenchContext, section: Section) -> None:
         "in_process": [baseline[c].to_dict() for c in clients],
         "worker_default_lead": [paced[c].to_dict() for c in clients],
         "worker_lead0": [fast[c].to_dict() for c in clients],
+        "first_audio_ms_by_text_1_client": {
+            "worker_default_lead": by_text(paced[1]),
+            "in_process": by_text(baseline[1]),
+        },
         "memory_peak_ratio_8_over_4_clients": None if math.isnan(growth) else round(growth, 3),
         "memory_rss_ratio_second_round": None if math.isnan(leak) else round(leak, 3),
     }
