@@ -318,8 +318,11 @@ async def test_unknown_model_id_is_unknown_model_and_others_keep_speaking(
             ws, json.dumps({"type": "SessionStart", "model_id": "no-such-model"}), "UNKNOWN_MODEL"
         )
         assert "no-such-model" in text and "tone-fast" in text
-        assert (await recv_json(ws))["type"] == "SessionEnded"
+        assert await recv_json(ws) == {"type": "SessionEnded", "reason": "unknown_model"}
         await asyncio.wait_for(ws.wait_closed(), DEADLINE_S)
+        registry = served.app.state.runtime.metrics.registry
+        outcome = {"outcome": "unknown_model"}
+        assert registry.get_sample_value("duplex_orch_sessions_total", outcome) == 1
         frames, end = await speak(speaker, "Still here.")
         assert frames and all(len(f) == 640 for f in frames)  # 20 ms at 16 kHz, s16 mono
         assert end == {"type": "AudioEnd", "utterance": 0}

@@ -320,6 +320,7 @@ class _Connection:
                 return _Next.STOP
             # The client may try again (another model, language or rate) on this connection.
             await session.close("start_failed")
+            self._metrics.sessions_total.labels(outcome="start_failed").inc()
             self._session = None
             await self._send_error(exc.code, exc.message)
             return _Next.CONTINUE
@@ -359,9 +360,10 @@ class _Connection:
         session = self._session
         if session is not None:
             await session.close(reason)
+            # Failed starts count too (outcome unknown_model, no_worker_available, ...).
+            self._metrics.sessions_total.labels(outcome=reason).inc()
             if self._session_started:
                 self._metrics.sessions_active.dec()
-                self._metrics.sessions_total.labels(outcome=reason).inc()
         _LOG.info("connection ended", extra=self._log_fields(reason=reason))
 
     def _log_fields(self, **extra: object) -> dict[str, object]:
