@@ -66,6 +66,7 @@ class RegistryView:
         self._changed = asyncio.Event()
         self._first_attempt = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # -- reads (no I/O) -------------------------------------------------------------------
 
@@ -114,11 +115,21 @@ class RegistryView:
                 await self._first_attempt.wait()
 
     async def stop(self) -> None:
+        # redis-py can swallow a cancellation inside a pubsub read, so cancel until the task
+        # is really done (the loops also check `_stopping`), within a deadline.
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._timeout_s * 4
+            while not task.done() and loop.time() < deadline:
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.25)
+            if not task.done():
+                _LOG.warning("registry view task did not stop within its deadline")
+            else:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    task.result()
         with contextlib.suppress(*REDIS_ERRORS):
             await self._data.aclose()
 
@@ -138,7 +149,7 @@ class RegistryView:
 
     async def _supervise(self) -> None:
         warned = False  # one warning per outage, not one per retry
-        while True:
+        while not self._stopping:
             try:
                 await self._watch()
             except REDIS_ERRORS as exc:
@@ -179,16 +190,18 @@ class RegistryView:
                 await self._apply_events(early)
             await self._follow(pubsub if early is not None else None)
         finally:
-            with contextlib.suppress(*REDIS_ERRORS):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            with contextlib.suppress(*REDIS_ERRORS):
-                await subscriber.aclose()
+            with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+                async with asyncio.timeout(self._timeout_s):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
+                async with asyncio.timeout(self._timeout_s):
+                    await subscriber.aclose()
 
     async def _follow(self, pubsub: redis.client.PubSub | None) -> None:
         """Apply events as they come (coalesced into batches); reconcile on schedule."""
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + self._reconcile_s
-        while True:
+        while not self._stopping:
             wait = next_reconcile - loop.time()
             if wait <= 0:
                 await self._reconcile()
