@@ -41,6 +41,8 @@ class Announcer:
         self._timeout_s = timeout_s if timeout_s is not None else min(2.0, max(0.5, interval_s))
         self._redis = open_redis(redis_url, timeout_s=self._timeout_s)
         self._name: str | None = None
+        # Set by deregister(): a heartbeat must never put a deregistered worker back.
+        self._retired = False
 
     async def announce(self) -> None:
         """One heartbeat, atomic: the hash, its TTL and the index change together."""
@@ -65,7 +67,8 @@ class Announcer:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         down_since: float | None = None
-        while True:
+        task = asyncio.current_task()
+        while not self._retired:
             try:
                 await self.announce()
             except REDIS_ERRORS as exc:
@@ -85,6 +88,9 @@ class Announcer:
                         extra={"worker": self._name},
                     )
                     down_since = None
+            if task is not None and task.cancelling():
+                # redis-py can swallow a cancellation that lands inside a pipeline.
+                raise asyncio.CancelledError
             next_at += self._interval_s
             now = loop.time()
             if next_at < now:
@@ -95,6 +101,7 @@ class Announcer:
     async def deregister(self) -> None:
         """Remove the worker at once (DEL hash + ZREM index). Tolerates Redis being down:
         then the hash expires by itself within the TTL."""
+        self._retired = True
         name = self._name if self._name is not None else self._snapshot().name
         try:
             async with asyncio.timeout(self._timeout_s * 2):
