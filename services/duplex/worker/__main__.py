@@ -8,53 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from duplex.logs import configure_logging
 from duplex.worker.app import WorkerApp, WorkerStartupError
 from duplex.worker.config import ENV_OVERRIDES, ConfigError, WorkerConfig, load_worker_config
 
 _LOG = logging.getLogger("duplex.worker")
-
-# LogRecord attributes that are not `extra=` fields.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class OneLineFormatter(logging.Formatter):
-    """One line per event: JSON when not on a terminal, `key=value` text on one."""
-
-    def __init__(self, *, as_json: bool) -> None:
-        super().__init__()
-        self._json = as_json
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
-        if record.exc_info:
-            fields["exc"] = self.formatException(record.exc_info)
-        if self._json:
-            return json.dumps(fields, default=str)
-        extra = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("ts", "msg"))
-        return f"{fields['ts']} {fields['msg']} {extra}".replace("\n", "\\n")
-
-
-def configure_logging(level: str) -> None:
-    """Root logging to stderr, one line per event."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter(as_json=not sys.stderr.isatty()))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
