@@ -23,6 +23,9 @@ Rules (see docs/architecture.md):
   ``max_chars`` is cut after the last word that ends within ``max_chars``
   characters, or hard at ``max_chars`` when it has no whitespace. So
   ``len(clause.text.strip()) <= max_chars`` for every clause.
+* ``first_max_chars`` (optional) applies the same cut to an utterance's *first* clause
+  at a lower limit: a long opening sentence with no comma would otherwise delay the first
+  audio by the time it takes to synthesize all of it. Later clauses use ``max_chars``.
 * ``finish`` returns the rest. If the rest is whitespace only (whitespace pushed after
   the last clause), it is still returned, as a *blank* clause (``Clause.is_blank``),
   so that the concatenation and offset invariants hold; callers that synthesize
@@ -41,6 +44,12 @@ _PUNCT = _SENTENCE | _SENTENCE_CJK | _CLAUSE | _CLAUSE_CJK
 _CLOSERS = frozenset("\"')]}”’»」』）】")  # noqa: RUF001
 # Titles that are almost never the end of a sentence; "etc." often is, so it is absent.
 _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "vs", "e.g", "i.e", "cf"})
+# Words a spoken phrase often starts with: the preferred places to cut an over-long run.
+_PHRASE_STARTS = frozenset(
+    "and but or so because while when where which that who after before until since "
+    "if though although by with without in on at to for from of about near into over "
+    "through during".split()
+)
 
 
 @dataclass(frozen=True)
@@ -60,13 +69,19 @@ class Clause:
 class ClauseSegmenter:
     """Splits one utterance's text into clauses as the text arrives."""
 
-    def __init__(self, min_chars: int = 12, max_chars: int = 220) -> None:
+    def __init__(
+        self, min_chars: int = 12, max_chars: int = 220, first_max_chars: int | None = None
+    ) -> None:
         if min_chars < 0:
             raise ValueError(f"min_chars must be >= 0, got {min_chars}")
         if max_chars < 1:
             raise ValueError(f"max_chars must be >= 1, got {max_chars}")
+        if first_max_chars is not None and first_max_chars < 1:
+            raise ValueError(f"first_max_chars must be >= 1, got {first_max_chars}")
         self._min_chars = min_chars
-        self._max_chars = max_chars
+        self._later_max_chars = max_chars
+        self._first_max_chars = min(max_chars, first_max_chars or max_chars)
+        self._emitted = False  # has a (non-blank) clause been handed on yet?
         self._pending = ""
         self._offset = 0  # utterance offset of self._pending[0]
         self._finished = False
@@ -85,6 +100,10 @@ class ClauseSegmenter:
         self._finished = True
         return self._drain(final=True)
 
+    @property
+    def _max_chars(self) -> int:
+        return self._later_max_chars if self._emitted else self._first_max_chars
+
     def _drain(self, *, final: bool) -> list[Clause]:
         text = self._pending
         start = 0
@@ -93,7 +112,9 @@ class ClauseSegmenter:
             end = self._clause_end(text, start, final=final)
             if end is None:
                 break
-            out.append(Clause(text[start:end], self._offset + start, self._offset + end))
+            clause = Clause(text[start:end], self._offset + start, self._offset + end)
+            out.append(clause)
+            self._emitted = self._emitted or not clause.is_blank
             start = end
         self._pending = text[start:]
         self._offset += start
@@ -145,12 +166,31 @@ class ClauseSegmenter:
         return not (text[i:j] == "." and _word_before(text, content, i) in _ABBREVIATIONS)
 
     def _cut(self, text: str, content: int) -> int:
-        """Split an over-long run after its last word that ends within max_chars."""
+        """Split an over-long run after its last word that ends within max_chars.
+
+        A break before a conjunction or preposition ("... delayed | by about twenty
+        minutes") is preferred when one lies in the second half of the limit: the voice's
+        phrasing then sounds like a natural pause rather than a cut.
+        """
         limit = content + self._max_chars
+        fallback: int | None = None
         for k in range(limit, content, -1):
             if text[k].isspace() and not text[k - 1].isspace():
-                return _skip_space(text, k)
-        return limit
+                fallback = fallback if fallback is not None else k
+                if k - content < self._max_chars // 2:
+                    break
+                if _next_word(text, k).lower() in _PHRASE_STARTS:
+                    return _skip_space(text, k)
+        return limit if fallback is None else _skip_space(text, fallback)
+
+
+def _next_word(text: str, i: int) -> str:
+    """The word that starts after the whitespace at position i."""
+    k = _skip_space(text, i)
+    j = k
+    while j < len(text) and text[j].isalpha():
+        j += 1
+    return text[k:j]
 
 
 def _skip_space(text: str, i: int) -> int:

@@ -248,3 +248,37 @@ def test_invalid_limits_are_rejected() -> None:
         ClauseSegmenter(max_chars=0)
     with pytest.raises(ValueError, match="min_chars"):
         ClauseSegmenter(min_chars=-1)
+
+
+def test_a_long_first_clause_is_cut_at_a_word_within_first_max_chars() -> None:
+    """first_max_chars shortens only the opening clause, at a word boundary."""
+    text = (
+        "The train to Boston has been delayed by about twenty minutes because of a signal "
+        "problem near the station. It leaves from platform four."
+    )
+    seg = ClauseSegmenter(first_max_chars=40)
+    clauses = seg.push(text) + seg.finish()
+    assert clauses[0].text == "The train to Boston has been delayed by "
+    assert clauses[1].text.startswith("about twenty minutes because of a signal problem")
+    assert clauses[1].text.endswith("station. ")
+    assert "".join(c.text for c in clauses) == text
+
+
+def test_first_max_chars_leaves_a_short_first_clause_alone() -> None:
+    """An opening clause already under the limit is not cut."""
+    text = "Hello there, friend. The meeting starts at nine."
+    short, plain = ClauseSegmenter(first_max_chars=40), ClauseSegmenter()
+    assert short.push(text) + short.finish() == plain.push(text) + plain.finish()
+
+
+def test_first_max_chars_applies_word_by_word() -> None:
+    """Pushed word by word, the shortened first clause is handed on before the sentence ends."""
+    seg = ClauseSegmenter(first_max_chars=30)
+    words = "Please remember to back up all of your work before installing the update.".split(" ")
+    emitted: list[str] = []
+    for i, word in enumerate(words):
+        emitted += [c.text for c in seg.push(word if i == 0 else " " + word)]
+        if emitted:
+            break
+    assert emitted and len(emitted[0].strip()) <= 30
+    assert not emitted[0].rstrip().endswith(".")

@@ -59,6 +59,9 @@ class SessionConfig:
     output_lead_ms: int = 60
     worker_lead_ms: int = 200
     max_text_chars: int = 5000
+    # Text is forwarded to the worker once an utterance's first clause is this long (cut at a
+    # word), so a long opening sentence streamed word by word starts speaking early (0: off).
+    first_clause_max_chars: int = 40
     open_timeout_s: float = 5.0
     # A worker that sends nothing for this long while it owes audio is treated as failed.
     frame_timeout_s: float = 5.0
@@ -314,6 +317,7 @@ def _validate(config: OrchestratorConfig) -> None:
         (s.max_text_chars >= 1, "session.max_text_chars: must be >= 1"),
         (s.open_timeout_s > 0 and s.frame_timeout_s > 0, "session: timeouts must be > 0"),
         (s.max_failovers >= 0, "session.max_failovers: must be >= 0"),
+        (s.first_clause_max_chars >= 0, "session.first_clause_max_chars: must be >= 0"),
         (
             bool(s.allowed_sample_rates) and all(r > 0 for r in s.allowed_sample_rates),
             "session.allowed_sample_rates: must be a non-empty list of positive rates",

@@ -285,7 +285,10 @@ class Session:
             )
 
     def _new_utterance(self) -> Utterance:
-        utt = Utterance(index=self._next_index, segmenter=ClauseSegmenter())
+        first_max = self._cfg.first_clause_max_chars or None
+        utt = Utterance(
+            index=self._next_index, segmenter=ClauseSegmenter(first_max_chars=first_max)
+        )
         self._next_index += 1
         self._open = utt
         self._pending.append(utt)

@@ -2,7 +2,8 @@
 
 ```yaml
 worker:         {name, grpc_port, adapter_type, host, advertise_host, inference_threads,
-                 onnx_threads, output_lead_ms, max_text_chars, drain_grace_s, use_cuda}
+                 onnx_threads, output_lead_ms, max_text_chars, first_clause_max_chars,
+                 drain_grace_s, use_cuda}
 model_manager:  {default_model_id, preload_model_ids, resident_cap, ttl_ms,
                  min_residency_ms, max_parallel_loads, warmup_text}   (ModelManagerConfig)
 redis:          {url, heartbeat_interval_ms, worker_ttl_ms}
@@ -51,6 +52,9 @@ class WorkerSection:
     onnx_threads: int = 1
     output_lead_ms: int = 100
     max_text_chars: int = 2000
+    # An utterance's first clause is cut at a word within this many characters, so a long
+    # opening sentence does not delay the first audio (0: no limit).
+    first_clause_max_chars: int = 40
     drain_grace_s: float = 10.0
     use_cuda: bool = True
 
@@ -62,6 +66,7 @@ class WorkerSection:
         _require(self.onnx_threads >= 1, "worker.onnx_threads must be >= 1")
         _require(self.output_lead_ms >= 0, "worker.output_lead_ms must be >= 0")
         _require(self.max_text_chars >= 1, "worker.max_text_chars must be >= 1")
+        _require(self.first_clause_max_chars >= 0, "worker.first_clause_max_chars must be >= 0")
         _require(self.drain_grace_s >= 0, "worker.drain_grace_s must be >= 0")
 
 
@@ -133,6 +138,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
         "DUPLEX_ONNX_THREADS": ("worker", "onnx_threads"),
         "DUPLEX_OUTPUT_LEAD_MS": ("worker", "output_lead_ms"),
         "DUPLEX_MAX_TEXT_CHARS": ("worker", "max_text_chars"),
+        "DUPLEX_FIRST_CLAUSE_MAX_CHARS": ("worker", "first_clause_max_chars"),
         "DUPLEX_DRAIN_GRACE_S": ("worker", "drain_grace_s"),
         "DUPLEX_USE_CUDA": ("worker", "use_cuda"),
         "DUPLEX_DEFAULT_MODEL_ID": ("model_manager", "default_model_id"),

@@ -195,6 +195,7 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
             frame_ms=self._config.audio.frame_duration_ms,
             lead_ms=opening.lead_ms if opening.HasField("lead_ms") else worker.output_lead_ms,
             max_text_chars=worker.max_text_chars,
+            first_clause_max_chars=worker.first_clause_max_chars,
         )
 
     async def _acquire(self, model_id: str | None, context: grpc.aio.ServicerContext) -> Lease:

@@ -73,6 +73,7 @@ class SessionSettings:
     max_text_chars: int = 2000
     min_clause_chars: int = 12
     max_clause_chars: int = 220
+    first_clause_max_chars: int = 0  # 0: the first clause follows max_clause_chars
 
 
 @dataclass(frozen=True)
@@ -383,7 +384,9 @@ class Session:
         utt = _Utterance(
             index=self._next_utterance,
             segmenter=ClauseSegmenter(
-                self.settings.min_clause_chars, self.settings.max_clause_chars
+                self.settings.min_clause_chars,
+                self.settings.max_clause_chars,
+                self.settings.first_clause_max_chars or None,
             ),
         )
         self._next_utterance += 1
