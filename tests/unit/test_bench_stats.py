@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import math
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.stats import (  # noqa: E402
+from bench.stats import (
     fraction_at_most,
     histogram_quantile,
     inter_arrival_deviations,
