@@ -348,3 +348,18 @@ async def test_health_goes_from_serving_to_not_serving_on_drain(redis_url: str) 
         assert stream.error is not None
         assert stream.error.code() == grpc.StatusCode.UNAVAILABLE
         assert worker.app.servicer.active_sessions() == 0
+
+
+async def test_server_reflection_lists_the_worker_and_health_services(redis_url: str) -> None:
+    """Generic gRPC tools (grpcurl) can discover the services without the .proto files."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async def requests() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    async with running_worker(worker_config(redis_url)) as worker:
+        stub = reflection_pb2_grpc.ServerReflectionStub(worker.channel)
+        async for reply in stub.ServerReflectionInfo(requests(), timeout=5):
+            names = {s.name for s in reply.list_services_response.service}
+            break
+    assert {"tts.v1.TTSWorker", "grpc.health.v1.Health"} <= names

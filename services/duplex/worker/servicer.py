@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection
 
 from duplex.gen.tts.v1 import tts_pb2, tts_pb2_grpc
 from duplex.worker.catalog import Catalog, ModelSpec, UnknownModel
@@ -330,8 +332,18 @@ async def _stop_reader(reader: asyncio.Task[None]) -> None:
 
 
 def add_to_server(servicer: TTSWorkerServicer, server: grpc.aio.Server) -> None:
-    """Register the TTSWorker service on `server`."""
+    """Register the TTSWorker service on `server`, with server reflection so that generic
+    tools (`grpcurl -plaintext localhost:7001 grpc.health.v1.Health/Check`) work without
+    the .proto files."""
     tts_pb2_grpc.add_TTSWorkerServicer_to_server(servicer, server)
+    reflection.enable_server_reflection(
+        (
+            tts_pb2.DESCRIPTOR.services_by_name["TTSWorker"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
 
 
 def _response(event: SessionEvent) -> Any:
