@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import numpy as np
 import pytest
 from duplex.worker.adapters.base import Int16Array
 from duplex.worker.adapters.tone import ToneVoice
+from duplex.worker.clause_jobs import SECONDS_PER_CHAR
 from duplex.worker.scheduler import JobCancelled, SynthesisJob, SynthesisScheduler
 from duplex.worker.session import (
     FrameEvent,
@@ -67,6 +69,32 @@ class FixedVoice:
         pass
 
 
+class SlowVoice:
+    """Tone audio in two chunks with a pause before each; records when each text starts."""
+
+    model_id = "slow"
+    sample_rate = 24000
+
+    def __init__(self, chunk_delay_s: float) -> None:
+        self.delay = chunk_delay_s
+        self.lock = threading.Lock()
+        self.started: list[tuple[str, float]] = []
+        self.finished: list[tuple[str, float]] = []
+
+    def synthesize(self, text: str) -> Iterator[Int16Array]:
+        with self.lock:
+            self.started.append((text, time.monotonic()))
+        half = len(text) * 720  # 30 ms of audio per character in each chunk
+        for _ in range(2):
+            time.sleep(self.delay)
+            yield np.full(half, 1000, dtype=np.int16)
+        with self.lock:
+            self.finished.append((text, time.monotonic()))
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.fixture
 def scheduler() -> Iterator[SynthesisScheduler]:
     sched = SynthesisScheduler(2)
@@ -77,6 +105,16 @@ def scheduler() -> Iterator[SynthesisScheduler]:
 
 def _tone() -> ToneVoice:
     return ToneVoice("tone-fast", 24000, 0.0)
+
+
+def _wait_until(condition: Callable[[], bool], limit_s: float = 5.0) -> bool:
+    """Poll `condition` (off the event loop) until true or `limit_s` passed."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 async def _collect(session: Session, limit_s: float = 10.0) -> list[SessionEvent]:
@@ -235,9 +273,10 @@ async def test_stop_ends_the_utterance_and_reports_what_was_voiced() -> None:
 
 
 async def test_a_new_utterances_first_clause_is_due_now_and_later_ones_at_playout() -> None:
-    """EDF deadlines: now for the first clause, the playback end for the next."""
+    """EDF deadlines (one job in flight): now for the first clause, playback end for the next."""
     sched = ManualScheduler()
-    session = Session("s", FixedVoice(), sched, SessionSettings(24000, lead_ms=0))
+    settings = SessionSettings(24000, lead_ms=0, max_jobs_in_flight=1)
+    session = Session("s", FixedVoice(), sched, settings)
     before = time.monotonic()
     session.push_text("First clause here, second clause there.", is_final=True)
     assert len(sched.jobs) == 1  # one job in flight per session
@@ -341,3 +380,101 @@ async def test_a_synthesis_error_ends_the_stream_with_it() -> None:
     sched.jobs.pop(0).on_done(RuntimeError("engine exploded"))
     with pytest.raises(RuntimeError, match="engine exploded"):
         await _collect(session)
+
+
+async def test_a_sessions_next_clause_starts_before_the_first_one_finishes(
+    scheduler: SynthesisScheduler,
+) -> None:
+    """Two threads, a slow voice: the second clause runs while the first is still running."""
+    voice = SlowVoice(0.15)
+    session = Session("s", voice, scheduler, SessionSettings(24000, lead_ms=0))
+    session.push_text("First clause here, second clause there.", is_final=True)
+    session.end_input()
+    await _collect(session)
+    assert len(voice.started) == 2
+    (_, first_finished), (second, second_started) = voice.finished[0], voice.started[1]
+    assert second.startswith("second")
+    assert second_started < first_finished
+
+
+async def test_overlapping_clauses_still_leave_in_text_order_with_contiguous_sequences(
+    scheduler: SynthesisScheduler,
+) -> None:
+    """Frames of concurrently synthesized clauses come out clause by clause, numbered 0..n-1."""
+    voice = SlowVoice(0.05)
+    session = Session("s", voice, scheduler, SessionSettings(24000, lead_ms=0))
+    session.push_text(TEXT, is_final=True)
+    session.end_input()
+    events = await _collect(session)
+    frames = [e for e in events if isinstance(e, FrameEvent)]
+    assert [f.sequence for f in frames] == list(range(len(frames)))
+    starts = [f.text_start for f in frames]
+    assert starts == sorted(starts) and starts[0] == 0
+    ends = [f for f in frames if f.clause_end]
+    assert len(ends) >= 3 and ends[-1].text_end == len(TEXT)
+    # Each clause's frames are contiguous, end with its clause_end frame, and the clauses
+    # follow each other without a hole; 60 ms of audio per character, 20 ms frames.
+    assert [f.text_start for f in ends] == [0] + [f.text_end for f in ends[:-1]]
+    for end in ends:
+        mine = [f for f in frames if f.text_start == end.text_start]
+        assert mine[-1] is end and not any(f.clause_end for f in mine[:-1])
+        assert len(mine) == len(TEXT[end.text_start : end.text_end]) * 3
+    assert events[-1] == UtteranceEndEvent(0, len(TEXT), len(TEXT), False, len(frames))
+
+
+async def test_stop_with_two_jobs_in_flight_ends_cleanly(scheduler: SynthesisScheduler) -> None:
+    """STOP while two clauses synthesize: UtteranceEnd(stopped), no stale frame, jobs gone."""
+    voice = SlowVoice(0.2)
+    session = Session("s", voice, scheduler, SessionSettings(24000, lead_ms=0))
+    session.push_text(TEXT, is_final=True)
+    events = session.events()
+    first = await _next(events)
+    assert isinstance(first, FrameEvent)
+    assert scheduler.stats().running == 2  # both clauses on the two threads
+    session.stop()
+    end = await _next(events)
+    assert isinstance(end, UtteranceEndEvent) and end.stopped and end.voiced_length == 0
+    assert await asyncio.to_thread(_wait_until, lambda: scheduler.queue_depth() == 0)
+    await asyncio.sleep(0.05)  # callbacks of the cancelled jobs reach the loop
+    session.push_text("Again.", is_final=True)
+    session.end_input()
+    rest = [event async for event in events]
+    frames = [e for e in rest if isinstance(e, FrameEvent)]
+    assert frames and {f.utterance for f in frames} == {1}
+    assert [f.sequence for f in frames] == list(range(1, 1 + len(frames)))
+    assert rest[-1] == UtteranceEndEvent(1, 6, 6, False, len(frames))
+
+
+async def test_a_look_ahead_job_is_due_when_the_audio_before_it_will_have_played() -> None:
+    """The second clause's deadline counts the first clause's estimated audio."""
+    sched = ManualScheduler()
+    session = Session("s", FixedVoice(), sched, SessionSettings(24000, lead_ms=0))
+    before = time.monotonic()
+    session.push_text("First clause here, second clause there.", is_final=True)
+    assert len(sched.jobs) == 2
+    first, second = sched.jobs
+    assert before <= first.deadline <= time.monotonic()
+    estimate = SECONDS_PER_CHAR * len(first.text)
+    assert second.deadline - sched.submitted_at[1] == pytest.approx(estimate, abs=0.05)
+    session.close()
+
+
+async def test_edf_runs_another_sessions_first_clause_before_a_look_ahead_job() -> None:
+    """One thread: a newcomer's first clause is due before a busy session's look-ahead job."""
+    sched = SynthesisScheduler(1)
+    sched.start()
+    try:
+        voice = SlowVoice(0.1)
+        busy = Session("busy", voice, sched, SessionSettings(24000, lead_ms=0))
+        busy.push_text("Busy first clause, busy second clause.", is_final=True)
+        # The busy session's first clause holds the only thread.
+        assert await asyncio.to_thread(_wait_until, lambda: bool(voice.started))
+        newcomer = Session("new", voice, sched, SessionSettings(24000, lead_ms=0))
+        newcomer.push_text("Newcomer speaks.", is_final=True)
+        newcomer.end_input()
+        busy.end_input()
+        await asyncio.gather(_collect(busy), _collect(newcomer))
+        order = [text.strip() for text, _ in voice.started]
+        assert order == ["Busy first clause,", "Newcomer speaks.", "busy second clause."]
+    finally:
+        sched.close()

@@ -3,7 +3,7 @@
 ```yaml
 worker:         {name, grpc_port, adapter_type, host, advertise_host, inference_threads,
                  onnx_threads, output_lead_ms, max_text_chars, first_clause_max_chars,
-                 drain_grace_s, use_cuda}
+                 session_jobs_in_flight, drain_grace_s, use_cuda}
 model_manager:  {default_model_id, preload_model_ids, resident_cap, ttl_ms,
                  min_residency_ms, max_parallel_loads, warmup_text}   (ModelManagerConfig)
 redis:          {url, heartbeat_interval_ms, worker_ttl_ms}
@@ -55,6 +55,9 @@ class WorkerSection:
     # An utterance's first clause is cut at a word within this many characters, so a long
     # opening sentence does not delay the first audio (0: no limit).
     first_clause_max_chars: int = 40
+    # Clause jobs one session may have on the scheduler at once: with 2, the next clause
+    # synthesizes on another inference thread while the current one runs.
+    session_jobs_in_flight: int = 2
     drain_grace_s: float = 10.0
     use_cuda: bool = True
 
@@ -67,6 +70,7 @@ class WorkerSection:
         _require(self.output_lead_ms >= 0, "worker.output_lead_ms must be >= 0")
         _require(self.max_text_chars >= 1, "worker.max_text_chars must be >= 1")
         _require(self.first_clause_max_chars >= 0, "worker.first_clause_max_chars must be >= 0")
+        _require(self.session_jobs_in_flight >= 1, "worker.session_jobs_in_flight must be >= 1")
         _require(self.drain_grace_s >= 0, "worker.drain_grace_s must be >= 0")
 
 
@@ -139,6 +143,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
         "DUPLEX_OUTPUT_LEAD_MS": ("worker", "output_lead_ms"),
         "DUPLEX_MAX_TEXT_CHARS": ("worker", "max_text_chars"),
         "DUPLEX_FIRST_CLAUSE_MAX_CHARS": ("worker", "first_clause_max_chars"),
+        "DUPLEX_SESSION_JOBS_IN_FLIGHT": ("worker", "session_jobs_in_flight"),
         "DUPLEX_DRAIN_GRACE_S": ("worker", "drain_grace_s"),
         "DUPLEX_USE_CUDA": ("worker", "use_cuda"),
         "DUPLEX_DEFAULT_MODEL_ID": ("model_manager", "default_model_id"),

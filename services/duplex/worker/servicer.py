@@ -198,6 +198,7 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
             lead_ms=opening.lead_ms if opening.HasField("lead_ms") else worker.output_lead_ms,
             max_text_chars=worker.max_text_chars,
             first_clause_max_chars=worker.first_clause_max_chars,
+            max_jobs_in_flight=worker.session_jobs_in_flight,
         )
 
     async def _acquire(self, model_id: str | None, context: grpc.aio.ServicerContext) -> Lease:

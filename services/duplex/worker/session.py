@@ -1,9 +1,14 @@
 """One synthesis session: utterances, clause jobs, frame pacing and PAUSE / RESUME / STOP.
 
 Text is cut into clauses as it arrives; each clause is one job on the shared EDF scheduler,
-one job in flight per session. Its audio is resampled to the session's rate and cut into
-exact frames on the inference thread, then handed to the event loop, where :meth:`events`
-sends the frames paced by the monotonic clock at most ``lead_ms`` ahead of real time.
+up to ``max_jobs_in_flight`` jobs in flight per session, so the next clause can synthesize
+on another inference thread while the current one runs (see :mod:`.clause_jobs`: frames
+still leave in text order). The first clause of an utterance is due now; a later clause is
+due when the audio before it will have played, the audio of earlier jobs still running
+estimated from their text, so under contention other sessions' first clauses go first.
+A clause's audio is resampled to the session's rate and cut into exact frames on the
+inference thread, then handed to the event loop, where :meth:`events` sends the frames
+paced by the monotonic clock at most ``lead_ms`` ahead of real time.
 
 Each clause gets its own resampler and frame cutter, flushed at the clause's end, so every
 frame voices exactly one clause (its last frame is zero-padded: under one frame of silence
@@ -19,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
@@ -31,6 +37,7 @@ from duplex.audio.framing import FrameCutter
 from duplex.audio.resample import StreamResampler
 from duplex.text import Clause, ClauseSegmenter
 from duplex.worker.adapters.base import Int16Array, Voice
+from duplex.worker.clause_jobs import ClauseJob, InFlight
 from duplex.worker.scheduler import SynthesisJob
 
 _LOG = logging.getLogger(__name__)
@@ -74,6 +81,11 @@ class SessionSettings:
     min_clause_chars: int = 12
     max_clause_chars: int = 220
     first_clause_max_chars: int = 0  # 0: the first clause follows max_clause_chars
+    max_jobs_in_flight: int = 2  # clause jobs of this session on the scheduler at once
+
+    def __post_init__(self) -> None:
+        if self.max_jobs_in_flight < 1:
+            raise ValueError(f"max_jobs_in_flight must be >= 1, got {self.max_jobs_in_flight}")
 
 
 @dataclass(frozen=True)
@@ -127,31 +139,7 @@ class _End:
     stopped: bool
 
 
-@dataclass(eq=False)
-class _ClauseJob:
-    """One clause's audio path; resampling and cutting run on the inference thread."""
-
-    session: Session
-    generation: int
-    utterance: _Utterance
-    clause: Clause
-    resampler: StreamResampler
-    cutter: FrameCutter
-    held: bytes | None = field(default=None)  # the newest frame: it may be the clause's last
-
-    def on_audio(self, chunk: Int16Array) -> None:
-        frames = self.cutter.push(self.resampler.push(chunk))
-        if frames:
-            self.session._from_thread(self.session._deliver, self, frames)
-
-    def on_done(self, error: BaseException | None) -> None:
-        frames: list[bytes] = []
-        if error is None:
-            frames = self.cutter.push(self.resampler.flush())
-            last = self.cutter.flush()
-            if last is not None:
-                frames.append(last)
-        self.session._from_thread(self.session._job_done, self, frames, error)
+_Job = ClauseJob[_Utterance]
 
 
 class Session:
@@ -176,7 +164,7 @@ class Session:
         self._text_utt: _Utterance | None = None  # the utterance that takes new text
         self._open: deque[_Utterance] = deque()  # started, UtteranceEnd not yet sent
         self._work: deque[tuple[_Utterance, Clause | None]] = deque()  # None: the end marker
-        self._job: _ClauseJob | None = None
+        self._jobs: InFlight[_Utterance] = InFlight()  # text order
         self._generation = 0
         self._outbox: deque[_Frame | _End] = deque()
         self._queued_frames = 0
@@ -320,7 +308,7 @@ class Session:
             self._outbox.popleft()
             self._queued_frames -= 1
             yield self._frame_event(head)
-            if self._job is None and self._work:
+            if self._work and len(self._jobs) < self.settings.max_jobs_in_flight:
                 self._pump()
 
     def _frame_event(self, frame: _Frame) -> FrameEvent:
@@ -357,7 +345,7 @@ class Session:
     def _underrun_check(self, now: float) -> float | None:
         """Count an under-run once per gap; returns how long until the next check is due."""
         playing = self._open and self._open[0].frames_sent > 0 and self._paused_at is None
-        owed = self._job is not None or bool(self._work)
+        owed = bool(self._jobs) or bool(self._work)
         if not playing or not owed or self._gap_counted or self._base is None:
             return None
         dry_at = self._base + self._clock_frames * self._frame_s
@@ -395,37 +383,50 @@ class Session:
         return utt
 
     def _pump(self) -> None:
-        """Submit the next clause unless one is in flight; pass end markers to the outbox."""
-        while self._job is None and self._work and not self._closed:
+        """Submit clauses while jobs may be added; pass end markers on in text order."""
+        while (
+            len(self._jobs) < self.settings.max_jobs_in_flight and self._work and not self._closed
+        ):
             if self._queued_frames * self._frame_s >= MAX_BUFFERED_S:
                 return  # resumed from the sender once the backlog shrinks
             utt, clause = self._work.popleft()
             if clause is None:
+                if self._jobs:
+                    # The end goes out after the utterance's last frame: once its jobs are
+                    # done, so no look-ahead crosses into the next utterance.
+                    self._work.appendleft((utt, clause))
+                    return
                 self._outbox.append(_End(utt, stopped=False))
                 self._wake.set()
                 continue
-            now = time.monotonic()
-            deadline = now if utt.submitted == 0 else max(now, self._playout_end(now))
+            deadline = self._deadline(utt)
             utt.submitted += 1
-            job = _ClauseJob(
-                session=self,
+            job = _Job(
                 generation=self._generation,
                 utterance=utt,
                 clause=clause,
                 resampler=StreamResampler(self._voice.sample_rate, self.settings.sample_rate),
                 cutter=FrameCutter(self.settings.sample_rate, self.settings.frame_ms),
             )
-            self._job = job
+            self._jobs.append(job)
             self._scheduler.submit(
                 SynthesisJob(
                     session_id=self.session_id,
                     voice=self._voice,
                     text=clause.text,
                     deadline=deadline,
-                    on_audio=job.on_audio,
-                    on_done=job.on_done,
+                    on_audio=functools.partial(self._on_audio, job),
+                    on_done=functools.partial(self._on_done, job),
                 )
             )
+
+    def _deadline(self, utt: _Utterance) -> float:
+        """When the clause's first audio is needed (EDF): now for an utterance's first."""
+        now = time.monotonic()
+        if utt.submitted == 0 and not self._jobs:
+            return now
+        # A look-ahead job waits for the audio of the jobs still running before it.
+        return max(now, self._playout_end(now) + self._jobs.unreleased_s(self._frame_s))
 
     def _playout_end(self, now: float) -> float:
         """When the audio produced so far will have played (the next clause's deadline)."""
@@ -436,7 +437,7 @@ class Session:
 
     def _cancel_synthesis(self) -> None:
         self._generation += 1
-        self._job = None
+        self._jobs.clear()
         self._work.clear()
         self._scheduler.cancel_session(self.session_id)
 
@@ -445,32 +446,34 @@ class Session:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(callback, *args)
 
-    def _deliver(self, job: _ClauseJob, frames: list[bytes]) -> None:
-        if job.generation != self._generation or not frames:
-            return
-        if job.held is not None:
-            self._enqueue(job, job.held, clause_end=False)
-        for pcm in frames[:-1]:
-            self._enqueue(job, pcm, clause_end=False)
-        job.held = frames[-1]
-        self._wake.set()
+    def _on_audio(self, job: _Job, chunk: Int16Array) -> None:
+        # Inference thread.
+        frames = job.cut(chunk)
+        if frames:
+            self._from_thread(self._arrived, job, frames, False)
 
-    def _job_done(self, job: _ClauseJob, frames: list[bytes], error: BaseException | None) -> None:
+    def _on_done(self, job: _Job, error: BaseException | None) -> None:
+        # Inference thread (or the cancelling one).
+        if error is not None:
+            self._from_thread(self._job_failed, job, error)
+        else:
+            self._from_thread(self._arrived, job, job.finish(), True)
+
+    def _arrived(self, job: _Job, frames: list[bytes], done: bool) -> None:
         if job.generation != self._generation:
             return
-        if error is not None:
-            # A cancel this session did not ask for (the scheduler closing) ends it too.
-            _LOG.error("synthesis failed session_id=%s error=%s", self.session_id, error)
-            self.fail(SynthesisFailed(f"synthesis failed: {type(error).__name__}: {error}"))
-            return
-        self._deliver(job, frames)
-        if job.held is not None:
-            self._enqueue(job, job.held, clause_end=True)
-            job.held = None
-        self._job = None
+        job.frames.extend(frames)
+        job.done = done
+        for released, pcm, clause_end in self._jobs.release():
+            self._outbox.append(_Frame(pcm, released.utterance, released.clause, clause_end))
+            self._queued_frames += 1
         self._wake.set()
-        self._pump()
+        if done:
+            self._pump()
 
-    def _enqueue(self, job: _ClauseJob, pcm: bytes, *, clause_end: bool) -> None:
-        self._outbox.append(_Frame(pcm, job.utterance, job.clause, clause_end))
-        self._queued_frames += 1
+    def _job_failed(self, job: _Job, error: BaseException) -> None:
+        if job.generation != self._generation:
+            return
+        # A cancel this session did not ask for (the scheduler closing) ends it too.
+        _LOG.error("synthesis failed session_id=%s error=%s", self.session_id, error)
+        self.fail(SynthesisFailed(f"synthesis failed: {type(error).__name__}: {error}"))
