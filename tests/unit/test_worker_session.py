@@ -24,6 +24,7 @@ from duplex.worker.session import (
 )
 
 TEXT = "Hello there, my good friend. The meeting starts at nine. Please be on time."
+LOOK_AHEAD = SessionSettings(24000, lead_ms=0, max_jobs_in_flight=2)  # two clauses at once
 
 
 class ManualScheduler:
@@ -275,8 +276,7 @@ async def test_stop_ends_the_utterance_and_reports_what_was_voiced() -> None:
 async def test_a_new_utterances_first_clause_is_due_now_and_later_ones_at_playout() -> None:
     """EDF deadlines (one job in flight): now for the first clause, playback end for the next."""
     sched = ManualScheduler()
-    settings = SessionSettings(24000, lead_ms=0, max_jobs_in_flight=1)
-    session = Session("s", FixedVoice(), sched, settings)
+    session = Session("s", FixedVoice(), sched, SessionSettings(24000, lead_ms=0))
     before = time.monotonic()
     session.push_text("First clause here, second clause there.", is_final=True)
     assert len(sched.jobs) == 1  # one job in flight per session
@@ -387,7 +387,7 @@ async def test_a_sessions_next_clause_starts_before_the_first_one_finishes(
 ) -> None:
     """Two threads, a slow voice: the second clause runs while the first is still running."""
     voice = SlowVoice(0.15)
-    session = Session("s", voice, scheduler, SessionSettings(24000, lead_ms=0))
+    session = Session("s", voice, scheduler, LOOK_AHEAD)
     session.push_text("First clause here, second clause there.", is_final=True)
     session.end_input()
     await _collect(session)
@@ -402,7 +402,7 @@ async def test_overlapping_clauses_still_leave_in_text_order_with_contiguous_seq
 ) -> None:
     """Frames of concurrently synthesized clauses come out clause by clause, numbered 0..n-1."""
     voice = SlowVoice(0.05)
-    session = Session("s", voice, scheduler, SessionSettings(24000, lead_ms=0))
+    session = Session("s", voice, scheduler, LOOK_AHEAD)
     session.push_text(TEXT, is_final=True)
     session.end_input()
     events = await _collect(session)
@@ -425,7 +425,7 @@ async def test_overlapping_clauses_still_leave_in_text_order_with_contiguous_seq
 async def test_stop_with_two_jobs_in_flight_ends_cleanly(scheduler: SynthesisScheduler) -> None:
     """STOP while two clauses synthesize: UtteranceEnd(stopped), no stale frame, jobs gone."""
     voice = SlowVoice(0.2)
-    session = Session("s", voice, scheduler, SessionSettings(24000, lead_ms=0))
+    session = Session("s", voice, scheduler, LOOK_AHEAD)
     session.push_text(TEXT, is_final=True)
     events = session.events()
     first = await _next(events)
@@ -448,7 +448,7 @@ async def test_stop_with_two_jobs_in_flight_ends_cleanly(scheduler: SynthesisSch
 async def test_a_look_ahead_job_is_due_when_the_audio_before_it_will_have_played() -> None:
     """The second clause's deadline counts the first clause's estimated audio."""
     sched = ManualScheduler()
-    session = Session("s", FixedVoice(), sched, SessionSettings(24000, lead_ms=0))
+    session = Session("s", FixedVoice(), sched, LOOK_AHEAD)
     before = time.monotonic()
     session.push_text("First clause here, second clause there.", is_final=True)
     assert len(sched.jobs) == 2
@@ -465,7 +465,7 @@ async def test_edf_runs_another_sessions_first_clause_before_a_look_ahead_job() 
     sched.start()
     try:
         voice = SlowVoice(0.1)
-        busy = Session("busy", voice, sched, SessionSettings(24000, lead_ms=0))
+        busy = Session("busy", voice, sched, LOOK_AHEAD)
         busy.push_text("Busy first clause, busy second clause.", is_final=True)
         # The busy session's first clause holds the only thread.
         assert await asyncio.to_thread(_wait_until, lambda: bool(voice.started))

@@ -56,8 +56,9 @@ class WorkerSection:
     # opening sentence does not delay the first audio (0: no limit).
     first_clause_max_chars: int = 40
     # Clause jobs one session may have on the scheduler at once: with 2, the next clause
-    # synthesizes on another inference thread while the current one runs.
-    session_jobs_in_flight: int = 2
+    # synthesizes on another inference thread while the current one runs (faster for one
+    # client at lead 0, but under load a running look-ahead job delays newcomers' first audio).
+    session_jobs_in_flight: int = 1
     drain_grace_s: float = 10.0
     use_cuda: bool = True
 

@@ -81,7 +81,9 @@ class SessionSettings:
     min_clause_chars: int = 12
     max_clause_chars: int = 220
     first_clause_max_chars: int = 0  # 0: the first clause follows max_clause_chars
-    max_jobs_in_flight: int = 2  # clause jobs of this session on the scheduler at once
+    # Clause jobs of this session on the scheduler at once. 2 speeds up one fast client, but
+    # a running look-ahead job cannot be preempted, which delays other sessions' first audio.
+    max_jobs_in_flight: int = 1
 
     def __post_init__(self) -> None:
         if self.max_jobs_in_flight < 1:
