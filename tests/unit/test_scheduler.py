@@ -240,3 +240,10 @@ def test_threads_must_be_positive() -> None:
     """A pool needs at least one thread."""
     with pytest.raises(ValueError):
         SynthesisScheduler(threads=0)
+
+
+def test_idle_threads_counts_threads_free_for_a_new_job() -> None:
+    """Idle threads: thread count less running and queued jobs, never negative."""
+    scheduler = SynthesisScheduler(2)
+    assert scheduler.idle_threads() == 2
+    scheduler.close()

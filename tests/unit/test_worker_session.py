@@ -48,6 +48,9 @@ class ManualScheduler:
         self.jobs = [j for j in self.jobs if j.session_id != session_id]
         return len(pending)
 
+    def idle_threads(self) -> int:
+        return 1  # as if a thread were always free: look-ahead is never held back
+
     def finish(self, samples: int, sample_rate: int = 24000) -> SynthesisJob:
         """Give the oldest job `samples` of audio and complete it."""
         job = self.jobs.pop(0)
@@ -478,3 +481,17 @@ async def test_edf_runs_another_sessions_first_clause_before_a_look_ahead_job() 
         assert order == ["Busy first clause,", "Newcomer speaks.", "busy second clause."]
     finally:
         sched.close()
+
+
+async def test_a_look_ahead_job_waits_while_every_thread_is_busy() -> None:
+    """With no idle thread, a session keeps one job in flight: look-ahead never queues."""
+    sched = ManualScheduler()
+    sched.idle_threads = lambda: 0  # type: ignore[method-assign]
+    session = Session("s", FixedVoice(), sched, LOOK_AHEAD)
+    session.push_text("First clause here, second clause there.", is_final=True)
+    assert len(sched.jobs) == 1
+    sched.finish(2400)
+    for _ in range(3):
+        await asyncio.sleep(0)  # the loop runs the delivery callbacks
+    assert len(sched.jobs) == 1  # the second clause goes once the first is done
+    session.close()

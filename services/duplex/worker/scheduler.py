@@ -160,6 +160,11 @@ class SynthesisScheduler:
         with self._cond:
             return len(self._heap) + len(self._running)
 
+    def idle_threads(self) -> int:
+        """Threads that would start a newly submitted job at once."""
+        with self._cond:
+            return max(0, self._thread_count - len(self._running) - len(self._heap))
+
     def rtf(self) -> float:
         """Synthesis seconds per audio second, weighted towards recent jobs (0.0 until known)."""
         with self._cond:

@@ -69,6 +69,8 @@ class Scheduler(Protocol):
 
     def cancel_session(self, session_id: str) -> int: ...
 
+    def idle_threads(self) -> int: ...
+
 
 @dataclass(frozen=True)
 class SessionSettings:
@@ -391,6 +393,10 @@ class Session:
         ):
             if self._queued_frames * self._frame_s >= MAX_BUFFERED_S:
                 return  # resumed from the sender once the backlog shrinks
+            if self._jobs and self._scheduler.idle_threads() == 0:
+                # Look-ahead only on a thread nobody else is waiting for; retried when a
+                # job of this session is done.
+                return
             utt, clause = self._work.popleft()
             if clause is None:
                 if self._jobs:
