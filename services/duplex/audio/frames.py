@@ -28,11 +28,28 @@ def frame_bytes(sample_rate: int, ms: int = FRAME_MS) -> int:
 
 
 @dataclass(frozen=True)
+class TextSpan:
+    """The text a frame voices: characters ``[start, end)`` of utterance ``utterance``.
+
+    Positions are those of whoever numbers the utterance (the worker's stream, or the
+    client's text once the orchestrator has mapped them). ``start``/``end`` are the bounds of
+    the clause the frame belongs to; ``clause_end`` marks the clause's last frame.
+    """
+
+    utterance: int
+    start: int
+    end: int
+    clause_end: bool = False
+
+
+@dataclass(frozen=True)
 class PcmFrame:
-    """Mono s16le PCM that carries its own sample rate (any length, not only 20 ms)."""
+    """Mono s16le PCM that carries its own sample rate (any length, not only 20 ms), and
+    optionally the text it voices."""
 
     pcm: bytes
     sample_rate: int
+    span: TextSpan | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
