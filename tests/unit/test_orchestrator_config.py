@@ -162,6 +162,15 @@ def test_env_overrides_win_over_the_file(tmp_path: Path) -> None:
         "DUPLEX_ORCH_IDLE_TIMEOUT_S": "2.5",
         "DUPLEX_ROUTING_STRATEGY": "round_robin",
         "DUPLEX_WORKER_TTL_MS": "3000",
+        "WEBRTC_HOST_ADDRESSES": "127.0.0.1, 10.0.0.5",
+        "WEBRTC_ICE_SERVERS": "stun:stun.example.org:3478",
+        "DUPLEX_VAD_ENGINE": "silero",
+        "DUPLEX_BARGE_IN_POLICY": "resume",
+        "DUPLEX_TLS_PORT": "9443",
+        "DUPLEX_TLS_CERT_FILE": "/etc/duplex/cert.pem",
+        "DUPLEX_TLS_KEY_FILE": "/etc/duplex/key.pem",
+        "DUPLEX_ASR_ENABLED": "true",
+        "API_KEYS": "k1,k2",
     }
     assert set(env) == set(ENV_OVERRIDES)
     config = load_orchestrator_config(write(tmp_path, GUIDE_YAML), env)
@@ -172,6 +181,12 @@ def test_env_overrides_win_over_the_file(tmp_path: Path) -> None:
     assert config.redis.worker_ttl_ms == 3000
     assert config.routing.strategy is Strategy.ROUND_ROBIN
     assert config.routing.prefer_resident_models is True  # untouched keys keep the file's value
+    assert config.transport.webrtc.host_addresses == ("127.0.0.1", "10.0.0.5")
+    assert config.transport.webrtc.ice_servers == ("stun:stun.example.org:3478",)
+    assert (config.vad.engine, config.barge_in.policy) == ("silero", "resume")
+    assert (config.tls.port, config.tls.cert_file) == (9443, "/etc/duplex/cert.pem")
+    assert config.asr.enabled is True
+    assert config.auth.api_keys == ("k1", "k2")
 
 
 def test_bad_env_value_names_the_variable() -> None:

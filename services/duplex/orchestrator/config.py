@@ -33,9 +33,25 @@ class WebSocketConfig:
 
 
 @dataclass(frozen=True)
+class WebRtcConfig:
+    """WebRTC sessions (aiortc): signalling on the orchestrator's HTTP port."""
+
+    enabled: bool = True
+    # Addresses offered as ICE host candidates; empty: every interface aioice finds.
+    host_addresses: tuple[str, ...] = ()
+    # stun:/turn: URLs; none by default (a LAN needs none and nothing leaves the network).
+    ice_servers: tuple[str, ...] = ()
+    ice_username: str = ""
+    ice_credential: str = ""
+    # A peer not connected within this long is closed.
+    connect_timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
 class TransportConfig:
     type: str = "websocket"
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
 
 
 @dataclass(frozen=True)
@@ -47,11 +63,48 @@ class RedisConfig:
 
 @dataclass(frozen=True)
 class VadConfig:
-    """For the barge-in issue; parsed and validated now so the guide's file loads."""
+    """Voice activity detection on client mic audio (the guide's keys, plus the engine)."""
 
     aggressiveness: int = 2
     min_speech_duration_ms: int = 100
     min_silence_duration_ms: int = 300
+    engine: str = "webrtc"  # webrtc | silero (noise-robust)
+    silero_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class BargeInConfig:
+    """What speech over the system's voice does; a session's SessionStart.barge_in overrides."""
+
+    enabled: bool = True
+    policy: str = "stop"  # stop | resume
+    fade_ms: int = 10  # the last frame sent fades to zero over this long (no click)
+    false_interruption_ms: int = 1500  # resume: speech this short (and no words) resumes
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """HTTPS/WSS on a second port (browsers give the microphone only to secure pages)."""
+
+    port: int = 8443
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    """The optional spoken loop: finished user utterances transcribed (Whisper tiny.en)."""
+
+    enabled: bool = False
+    reply: str = "none"  # none | echo (speak the transcript back)
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Client API keys; required when the client APIs are bound to a non-loopback address."""
+
+    api_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +132,10 @@ class OrchestratorConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     vad: VadConfig = field(default_factory=VadConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
+    barge_in: BargeInConfig = field(default_factory=BargeInConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     def protocol_limits(self) -> ProtocolLimits:
         return ProtocolLimits(
@@ -100,6 +157,15 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
         "DUPLEX_ORCH_IDLE_TIMEOUT_S": ("transport.websocket", "idle_timeout_s"),
         "DUPLEX_ROUTING_STRATEGY": ("routing", "load_balancing_strategy"),
         "DUPLEX_WORKER_TTL_MS": ("redis", "worker_ttl_ms"),
+        "WEBRTC_HOST_ADDRESSES": ("transport.webrtc", "host_addresses"),
+        "WEBRTC_ICE_SERVERS": ("transport.webrtc", "ice_servers"),
+        "DUPLEX_VAD_ENGINE": ("vad", "engine"),
+        "DUPLEX_BARGE_IN_POLICY": ("barge_in", "policy"),
+        "DUPLEX_TLS_PORT": ("tls", "port"),
+        "DUPLEX_TLS_CERT_FILE": ("tls", "cert_file"),
+        "DUPLEX_TLS_KEY_FILE": ("tls", "key_file"),
+        "DUPLEX_ASR_ENABLED": ("asr", "enabled"),
+        "API_KEYS": ("auth", "api_keys"),
     }
 )
 
@@ -148,12 +214,14 @@ _T = TypeVar("_T")
 
 
 def _build(raw: Mapping[str, Any]) -> OrchestratorConfig:
-    _reject_unknown(raw, "", {"transport", "routing", "redis", "vad", "session"})
+    sections = {"transport", "routing", "redis", "vad", "session", "barge_in", "tls", "asr", "auth"}
+    _reject_unknown(raw, "", sections)
     transport_raw = _section(raw, "transport")
-    _reject_unknown(transport_raw, "transport", {"type", "websocket"})
+    _reject_unknown(transport_raw, "transport", {"type", "websocket", "webrtc"})
     transport = TransportConfig(
         type=_value(transport_raw, "transport", "type", str, "websocket"),
         websocket=_dataclass(WebSocketConfig, _section(transport_raw, "websocket"), "transport."),
+        webrtc=_dataclass(WebRtcConfig, _section(transport_raw, "webrtc"), "transport."),
     )
     return OrchestratorConfig(
         transport=transport,
@@ -161,7 +229,15 @@ def _build(raw: Mapping[str, Any]) -> OrchestratorConfig:
         redis=_dataclass(RedisConfig, _section(raw, "redis"), ""),
         vad=_dataclass(VadConfig, _section(raw, "vad"), ""),
         session=_dataclass(SessionConfig, _section(raw, "session"), ""),
+        barge_in=_section_of(BargeInConfig, raw, "barge_in"),
+        tls=_section_of(TlsConfig, raw, "tls"),
+        asr=_section_of(AsrConfig, raw, "asr"),
+        auth=_section_of(AuthConfig, raw, "auth"),
     )
+
+
+def _section_of(cls: type[_T], raw: Mapping[str, Any], name: str) -> _T:
+    return _dataclass(cls, _section(raw, name), "", name=name)
 
 
 def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -182,8 +258,8 @@ def _reject_unknown(raw: Mapping[str, Any], where: str, known: set[str]) -> None
             )
 
 
-def _dataclass(cls: type[_T], raw: Mapping[str, Any], prefix: str) -> _T:
-    name = prefix + cls.__name__.removesuffix("Config").lower()
+def _dataclass(cls: type[_T], raw: Mapping[str, Any], prefix: str, name: str = "") -> _T:
+    name = prefix + (name or cls.__name__.removesuffix("Config").lower())
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     _reject_unknown(raw, name, set(known))
     default = cls()
@@ -192,7 +268,11 @@ def _dataclass(cls: type[_T], raw: Mapping[str, Any], prefix: str) -> _T:
         current = getattr(default, key)
         kind: type[Any] = type(current)
         if isinstance(current, tuple):
-            values[key] = _int_tuple(raw[key], f"{name}.{key}")
+            item = next((f.type for f in fields(cls) if f.name == key), "")  # type: ignore[arg-type]
+            if "str" in str(item):
+                values[key] = _str_tuple(raw[key], f"{name}.{key}")
+            else:
+                values[key] = _int_tuple(raw[key], f"{name}.{key}")
         else:
             values[key] = _value(raw, name, key, kind, current)
     return replace(default, **values)  # type: ignore[type-var]
@@ -214,8 +294,22 @@ def _value(raw: Mapping[str, Any], where: str, key: str, kind: type[_T], default
     return value
 
 
+def _env_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
 def _from_env(value: _EnvValue, kind: type[_T], label: str) -> _T:
-    converters: dict[type[Any], Callable[[str], Any]] = {str: str, int: int, float: float}
+    converters: dict[type[Any], Callable[[str], Any]] = {
+        str: str,
+        int: int,
+        float: float,
+        bool: _env_bool,
+    }
     try:
         return converters[kind](value.text.strip())  # type: ignore[no-any-return]
     except (ValueError, KeyError):
@@ -228,6 +322,14 @@ def _type_name(kind: type[Any]) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
         kind, kind.__name__
     )
+
+
+def _str_tuple(value: Any, label: str) -> tuple[str, ...]:
+    if isinstance(value, _EnvValue):
+        return tuple(part.strip() for part in value.text.split(",") if part.strip())
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{label}: expected a list of strings, got {value!r}")
+    return tuple(value)
 
 
 def _int_tuple(value: Any, label: str) -> tuple[int, ...]:
@@ -311,6 +413,23 @@ def _validate(config: OrchestratorConfig) -> None:
         (config.redis.reconcile_interval_ms > 0, "redis.reconcile_interval_ms: must be > 0"),
         (config.redis.worker_ttl_ms > 0, "redis.worker_ttl_ms: must be > 0"),
         (0 <= config.vad.aggressiveness <= 3, "vad.aggressiveness: must be within 0..3"),
+        (config.vad.engine in ("webrtc", "silero"), "vad.engine: must be webrtc or silero"),
+        (0 < config.vad.silero_threshold < 1, "vad.silero_threshold: must be within (0, 1)"),
+        (
+            config.vad.min_speech_duration_ms >= 20 and config.vad.min_silence_duration_ms >= 20,
+            "vad: min_speech_duration_ms and min_silence_duration_ms must be >= 20",
+        ),
+        (config.barge_in.policy in ("stop", "resume"), "barge_in.policy: must be stop or resume"),
+        (0 <= config.barge_in.fade_ms <= 20, "barge_in.fade_ms: must be within 0..20"),
+        (config.barge_in.false_interruption_ms >= 0, "barge_in.false_interruption_ms: >= 0"),
+        (config.transport.webrtc.connect_timeout_s > 0, "transport.webrtc.connect_timeout_s: > 0"),
+        (0 <= config.tls.port <= 65535, "tls.port: must be within 0..65535"),
+        (
+            bool(config.tls.cert_file) == bool(config.tls.key_file),
+            "tls: cert_file and key_file go together",
+        ),
+        (config.asr.reply in ("none", "echo"), "asr.reply: must be none or echo"),
+        (config.asr.timeout_s > 0, "asr.timeout_s: must be > 0"),
         (config.routing.resident_weight >= 0, "routing.resident_weight: must be >= 0"),
         (config.routing.overflow_threshold >= 0, "routing.overflow_threshold: must be >= 0"),
         (s.output_lead_ms >= 0 and s.worker_lead_ms >= 0, "session: lead times must be >= 0"),
