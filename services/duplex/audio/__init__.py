@@ -3,14 +3,26 @@
 from duplex.audio.frames import FRAME_MS, SAMPLE_WIDTH, PcmFrame, frame_bytes, frame_samples
 from duplex.audio.framing import FrameCutter
 from duplex.audio.resample import StreamResampler
-from duplex.audio.vad import VoiceActivityDetector, WebRtcVad
+from duplex.audio.vad import (
+    VAD_ENGINES,
+    VAD_SAMPLE_RATE,
+    SileroModel,
+    SileroVad,
+    VoiceActivityDetector,
+    WebRtcVad,
+    make_vad,
+)
 from duplex.audio.wav import WavError, decode_wav, encode_wav
 
 __all__ = [
     "FRAME_MS",
     "SAMPLE_WIDTH",
+    "VAD_ENGINES",
+    "VAD_SAMPLE_RATE",
     "FrameCutter",
     "PcmFrame",
+    "SileroModel",
+    "SileroVad",
     "StreamResampler",
     "VoiceActivityDetector",
     "WavError",
@@ -19,4 +31,5 @@ __all__ = [
     "encode_wav",
     "frame_bytes",
     "frame_samples",
+    "make_vad",
 ]
