@@ -37,8 +37,10 @@ class AudioSink(Protocol):
         """Deliver one 20 ms frame (the session paces the calls by the clock)."""
         ...
 
-    def clear(self) -> None:
-        """Drop audio the transport still buffers; the next `send` starts fresh."""
+    def clear(self) -> int:
+        """Drop audio the transport still buffers (not yet played out to the client); the next
+        `send` starts fresh. Returns how many 20 ms frames were dropped (0 when the transport
+        buffers nothing), so the session knows exactly which frames the listener heard."""
         ...
 
 
@@ -55,3 +57,6 @@ class ClientChannel:
     kind: TransportKind
     audio: AudioSink
     messages: MessageSink
+    # The rate of the client's mic frames when the transport fixes it (WebRTC: 48000); None:
+    # SessionStart.input_sample_rate says (WebSocket).
+    input_sample_rate: int | None = None
