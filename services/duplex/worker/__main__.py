@@ -50,16 +50,16 @@ async def serve(config: WorkerConfig) -> int:
     try:
         port = await app.start()
     except WorkerStartupError as exc:
-        _LOG.error("worker failed to start: %s", exc)
+        _LOG.error("worker failed to start", extra={"error": str(exc)})
         return 1
-    _LOG.info("listening port=%d", port)
+    _LOG.info("listening", extra={"worker": config.worker.name, "port": port})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
-        _LOG.info("signal received, draining")
+        _LOG.info("signal received, draining", extra={"worker": config.worker.name})
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_worker_config(args.config, os.environ)
     except ConfigError as exc:
-        _LOG.error("invalid configuration: %s", exc)
+        _LOG.error("invalid configuration", extra={"config": str(args.config), "error": str(exc)})
         return 2
     return asyncio.run(serve(config))
 

@@ -135,12 +135,14 @@ class WorkerApp:
             asyncio.create_task(self._models.run_evictions(), name="worker-evictions"),
         ]
         _LOG.info(
-            "worker ready name=%s addr=%s port=%d adapter_type=%s resident=%s",
-            worker.name,
-            self.addr,
-            self.port,
-            worker.adapter_type,
-            ",".join(self._models.resident()),
+            "worker ready",
+            extra={
+                "worker": worker.name,
+                "addr": self.addr,
+                "port": self.port,
+                "adapter_type": worker.adapter_type,
+                "resident": ",".join(self._models.resident()),
+            },
         )
         return self.port
 
@@ -187,9 +189,12 @@ class WorkerApp:
         if self._servicer is not None:
             self._servicer.start_drain()
             _LOG.info(
-                "draining active_sessions=%d grace_s=%.1f",
-                self._servicer.active_sessions(),
-                grace,
+                "draining",
+                extra={
+                    "worker": self.config.worker.name,
+                    "active_sessions": self._servicer.active_sessions(),
+                    "grace_s": grace,
+                },
             )
         for task in self._tasks:
             await _stop_task(task)
@@ -199,14 +204,17 @@ class WorkerApp:
             await self._announcer.close()
         if self._servicer is not None and not await self._servicer.wait_sessions_done(grace):
             _LOG.warning(
-                "drain grace over, cancelling sessions active_sessions=%d",
-                self._servicer.active_sessions(),
+                "drain grace over, cancelling sessions",
+                extra={
+                    "worker": self.config.worker.name,
+                    "active_sessions": self._servicer.active_sessions(),
+                },
             )
         await self._health.shutdown()
         if self._server is not None:
             await self._server.stop(grace=0.5)
         await self._release_engine()
-        _LOG.info("worker stopped name=%s", self.config.worker.name)
+        _LOG.info("worker stopped", extra={"worker": self.config.worker.name})
 
     async def _release_engine(self) -> None:
         if self._scheduler is not None:
@@ -242,10 +250,18 @@ class WorkerApp:
         )
 
     def _log_devices(self, info: DeviceInfo) -> str:
-        _LOG.info("CUDA_VISIBLE_DEVICES=%s", info.cuda_visible_devices)
-        _LOG.info("Detected %d GPU(s): %s", info.gpu_count, describe(info))
+        # The deployment guide's three start-up lines, with their values as fields.
+        worker = self.config.worker.name
+        _LOG.info(
+            "CUDA_VISIBLE_DEVICES",
+            extra={"worker": worker, "cuda_visible_devices": info.cuda_visible_devices},
+        )
+        _LOG.info(
+            "Detected GPU(s)",
+            extra={"worker": worker, "gpu_count": info.gpu_count, "gpus": describe(info)},
+        )
         if info.gpu_count:
-            _LOG.info("Using GPU: %s", info.gpu_names[0])
+            _LOG.info("Using GPU", extra={"worker": worker, "gpu": info.gpu_names[0]})
             return info.gpu_names[0]
         return "cpu"
 
@@ -261,4 +277,4 @@ async def _stop_task(task: asyncio.Task[None]) -> None:
         task.cancel()
         await asyncio.wait([task], timeout=0.2)
     if not task.cancelled() and task.exception() is not None:
-        _LOG.error("task %s failed: %r", task.get_name(), task.exception())
+        _LOG.error("task failed", exc_info=task.exception(), extra={"task": task.get_name()})

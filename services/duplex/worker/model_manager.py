@@ -207,7 +207,7 @@ class ModelManager:
             try:
                 await self.load(model_id)
             except (UnknownModel, CapacityExhausted, ModelLoadFailed) as exc:
-                _LOG.warning("preload failed model_id=%s error=%s", model_id, exc)
+                _LOG.warning("preload failed", extra={"model_id": model_id, "error": str(exc)})
 
     async def acquire(self, model_id: str | None) -> Lease:
         """A lease on ``model_id`` (None = the default), loading it first if needed."""
@@ -275,7 +275,7 @@ class ModelManager:
         ]
         for slot in victims:
             self._remove(slot)
-            _LOG.info("evicted idle model model_id=%s", slot.spec.model_id)
+            _LOG.info("evicted idle model", extra={"model_id": slot.spec.model_id})
         await self._close_slots(victims)
         return [slot.spec.model_id for slot in victims]
 
@@ -299,9 +299,8 @@ class ModelManager:
         for slot in slots:
             if slot.refcount:
                 _LOG.warning(
-                    "closing model still in use model_id=%s refcount=%d",
-                    slot.spec.model_id,
-                    slot.refcount,
+                    "closing model still in use",
+                    extra={"model_id": slot.spec.model_id, "refcount": slot.refcount},
                 )
             self._remove(slot)
         await self._close_slots(slots)
@@ -347,9 +346,8 @@ class ModelManager:
         victims = [self._remove(slot) for slot in candidates[:excess]]
         for victim in victims:
             _LOG.info(
-                "evicted least recently used model model_id=%s for=%s",
-                victim.spec.model_id,
-                model_id,
+                "evicted least recently used model",
+                extra={"model_id": victim.spec.model_id, "for_model_id": model_id},
             )
         return victims
 
@@ -371,13 +369,16 @@ class ModelManager:
             raise
         except Exception as exc:
             self._remove(slot)
-            _LOG.error("model load failed model_id=%s error=%s", spec.model_id, exc)
+            _LOG.error(
+                "model load failed",
+                extra={"model_id": spec.model_id, "error": f"{type(exc).__name__}: {exc}"},
+            )
             raise ModelLoadFailed(spec.model_id, f"{type(exc).__name__}: {exc}") from exc
         slot.voice = voice
         slot.state = _State.RESIDENT
         slot.load_ms = load_ms
         slot.loaded_at = slot.last_used = self._clock()
-        _LOG.info("model loaded model_id=%s load_ms=%.0f", spec.model_id, load_ms)
+        _LOG.info("model loaded", extra={"model_id": spec.model_id, "load_ms": round(load_ms)})
 
     def _load_blocking(self, spec: ModelSpec) -> Voice:
         voice = self._adapters(spec.family).load(spec, self._options)
@@ -408,7 +409,7 @@ class ModelManager:
                 try:
                     await asyncio.to_thread(voice.close)
                 except Exception:  # the model is gone from the manager either way
-                    _LOG.exception("closing model failed model_id=%s", slot.spec.model_id)
+                    _LOG.exception("closing model failed", extra={"model_id": slot.spec.model_id})
 
 
 def _retrieve_exception(task: asyncio.Task[None]) -> None:

@@ -136,7 +136,9 @@ class SynthesisScheduler:
         for thread in self._threads:
             thread.join(timeout)
             if thread.is_alive():
-                _LOG.warning("inference thread %s still busy after close", thread.name)
+                _LOG.warning(
+                    "inference thread still busy after close", extra={"thread": thread.name}
+                )
 
     def submit(self, job: SynthesisJob) -> JobHandle:
         """Queue ``job``; raises RuntimeError once closed."""
@@ -275,4 +277,4 @@ class SynthesisScheduler:
         try:
             entry.job.on_done(error)
         except Exception:  # a broken callback must not kill an inference thread
-            _LOG.exception("on_done failed session_id=%s", entry.job.session_id)
+            _LOG.exception("on_done failed", extra={"session_id": entry.job.session_id})

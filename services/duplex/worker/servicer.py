@@ -140,11 +140,14 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
             self._read_text(request_iterator, session), name=f"session-reader:{session_id}"
         )
         _LOG.info(
-            "session opened session_id=%s model_id=%s sample_rate=%d lead_ms=%d",
-            session_id,
-            lease.model_id,
-            settings.sample_rate,
-            settings.lead_ms,
+            "session opened",
+            extra={
+                "session_id": session_id,
+                "worker": self._identity.name,
+                "model_id": lease.model_id,
+                "sample_rate": settings.sample_rate,
+                "lead_ms": settings.lead_ms,
+            },
         )
         try:
             yield tts_pb2.SynthesizeResponse(
@@ -223,7 +226,14 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
             session.fail(exc)
         except (grpc.RpcError, grpc.aio.AioRpcError) as exc:
             # The client went away; the RPC is being cancelled and cleans up.
-            _LOG.info("session input ended session_id=%s error=%s", session.session_id, exc)
+            _LOG.info(
+                "session input ended",
+                extra={
+                    "session_id": session.session_id,
+                    "worker": self._identity.name,
+                    "error": str(exc),
+                },
+            )
 
     def _register(self, session: Session) -> None:
         self._sessions[session.session_id] = session
@@ -239,7 +249,13 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
         if not self._sessions:
             self._no_sessions.set()
         _LOG.info(
-            "session closed session_id=%s underruns=%d", session.session_id, session.underruns
+            "session closed",
+            extra={
+                "session_id": session.session_id,
+                "worker": self._identity.name,
+                "model_id": lease.model_id,
+                "underruns": session.underruns,
+            },
         )
 
     # -- unary RPCs -------------------------------------------------------------------
@@ -329,7 +345,10 @@ async def _stop_reader(reader: asyncio.Task[None]) -> None:
     reader.cancel()
     done, _ = await asyncio.wait([reader], timeout=READER_STOP_S)
     if not done:
-        _LOG.warning("session reader still running after %.1fs: %s", READER_STOP_S, reader)
+        _LOG.warning(
+            "session reader still running after its stop deadline",
+            extra={"task": reader.get_name(), "deadline_s": READER_STOP_S},
+        )
 
 
 def add_to_server(servicer: TTSWorkerServicer, server: grpc.aio.Server) -> None:

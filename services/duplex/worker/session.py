@@ -483,5 +483,9 @@ class Session:
         if job.generation != self._generation:
             return
         # A cancel this session did not ask for (the scheduler closing) ends it too.
-        _LOG.error("synthesis failed session_id=%s error=%s", self.session_id, error)
+        _LOG.error(
+            "synthesis failed",
+            exc_info=error,
+            extra={"session_id": self.session_id, "error": f"{type(error).__name__}: {error}"},
+        )
         self.fail(SynthesisFailed(f"synthesis failed: {type(error).__name__}: {error}"))

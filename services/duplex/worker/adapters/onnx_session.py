@@ -46,11 +46,13 @@ def open_session(
     )
     active = session.get_providers()[0]
     _LOG.info(
-        "onnx session ready model_id=%s provider=%s intra_op_threads=%d cuda_requested=%s",
-        model_id,
-        active,
-        options.onnx_threads,
-        options.use_cuda,
+        "onnx session ready",
+        extra={
+            "model_id": model_id,
+            "provider": active,
+            "intra_op_threads": options.onnx_threads,
+            "cuda_requested": options.use_cuda,
+        },
     )
     return session
 
