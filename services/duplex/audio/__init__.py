@@ -1,8 +1,15 @@
-"""Audio: 20 ms PCM frames, streaming resampling, frame cutting, VAD and WAV."""
+"""Audio: 20 ms PCM frames, streaming resampling, frame cutting, VAD, speech tracking, WAV."""
 
 from duplex.audio.frames import FRAME_MS, SAMPLE_WIDTH, PcmFrame, frame_bytes, frame_samples
 from duplex.audio.framing import FrameCutter
 from duplex.audio.resample import StreamResampler
+from duplex.audio.speech import (
+    SpeechEnded,
+    SpeechEvent,
+    SpeechStarted,
+    SpeechState,
+    SpeechTracker,
+)
 from duplex.audio.vad import (
     VAD_ENGINES,
     VAD_SAMPLE_RATE,
@@ -23,6 +30,11 @@ __all__ = [
     "PcmFrame",
     "SileroModel",
     "SileroVad",
+    "SpeechEnded",
+    "SpeechEvent",
+    "SpeechStarted",
+    "SpeechState",
+    "SpeechTracker",
     "StreamResampler",
     "VoiceActivityDetector",
     "WavError",
