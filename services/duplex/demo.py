@@ -42,6 +42,7 @@ from duplex.devtools.probes import (
     redis_answers,
 )
 from duplex.devtools.redis_server import RedisBinaryNotFound, find_redis_server
+from duplex.logs import LOG_FORMAT_ENV
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 CONFIG_DIR = Path("config/demo")
@@ -185,6 +186,10 @@ class Demo:
                     "Stop it, or pick other ports with --worker-base-port / --orchestrator-port"
                 )
         env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+        # Children log into our pipe, never a terminal, so they would write JSON: a person
+        # watching the demo gets the readable text lines instead (unless they chose a format).
+        if sys.stdout.isatty():
+            env.setdefault(LOG_FORMAT_ENV, "text")
         for var in _PER_WORKER_VARS:
             if env.pop(var, None) is not None:
                 self._log(f"ignoring {var} from the environment: config/demo/ sets it per worker")
