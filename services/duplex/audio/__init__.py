@@ -1,7 +1,9 @@
-"""Audio: 20 ms PCM frames, streaming resampling, frame cutting, VAD, speech tracking, WAV."""
+"""Audio: 20 ms PCM frames, streaming resampling, frame cutting, VAD, speech tracking,
+the mic input, WAV."""
 
 from duplex.audio.frames import FRAME_MS, SAMPLE_WIDTH, PcmFrame, frame_bytes, frame_samples
 from duplex.audio.framing import FrameCutter
+from duplex.audio.mic import MIC_RATES, MicFrameError, MicInput
 from duplex.audio.resample import StreamResampler
 from duplex.audio.speech import (
     SpeechEnded,
@@ -23,10 +25,13 @@ from duplex.audio.wav import WavError, decode_wav, encode_wav
 
 __all__ = [
     "FRAME_MS",
+    "MIC_RATES",
     "SAMPLE_WIDTH",
     "VAD_ENGINES",
     "VAD_SAMPLE_RATE",
     "FrameCutter",
+    "MicFrameError",
+    "MicInput",
     "PcmFrame",
     "SileroModel",
     "SileroVad",
