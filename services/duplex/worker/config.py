@@ -10,33 +10,27 @@ redis:          {url, heartbeat_interval_ms, worker_ttl_ms}
 audio:          {sample_rate, frame_duration_ms}
 ```
 
-Unknown keys and wrongly typed values are errors that name the key. Every override is
-listed in :data:`ENV_OVERRIDES` (the source of `.env.example`).
+Unknown keys and wrongly typed values are errors that name the key (the loading itself is
+:mod:`duplex.configfile`, shared with the orchestrator). Every override is listed in
+:data:`ENV_OVERRIDES` (the source of `.env.example`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
 
-import yaml
-
+from duplex.configfile import ConfigError as ConfigError
+from duplex.configfile import apply_env, build_section, read_yaml
 from duplex.worker.model_manager import ModelManagerConfig
 
 SUPPORTED_SAMPLE_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 """Output rates a session may ask for (each gives a whole number of samples per frame)."""
 
 SUPPORTED_FRAME_MS: tuple[int, ...] = (10, 20, 40)
-
-
-class ConfigError(ValueError):
-    """The configuration file or an environment override is invalid."""
 
 
 @dataclass(frozen=True)
@@ -123,15 +117,6 @@ class WorkerConfig:
     audio: AudioSection = field(default_factory=AudioSection)
 
 
-_SECTIONS: Mapping[str, type[Any]] = MappingProxyType(
-    {
-        "worker": WorkerSection,
-        "model_manager": ModelManagerConfig,
-        "redis": RedisSection,
-        "audio": AudioSection,
-    }
-)
-
 ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
         "DUPLEX_WORKER_NAME": ("worker", "name"),
@@ -163,123 +148,11 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
 """Environment variable -> (section, key). Lists are comma-separated; booleans are
 true/false, 1/0, yes/no or on/off."""
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-T = TypeVar("T")
-
 
 def load_worker_config(path: Path | None, env: Mapping[str, str]) -> WorkerConfig:
     """Read `path` (None: no file), apply the overrides found in `env`, validate."""
-    raw: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
-    if path is not None:
-        for section, values in _read_yaml(path).items():
-            raw[section].update(values)
-    for var, (section, key) in ENV_OVERRIDES.items():
-        value = env.get(var)
-        if value is not None and value != "":
-            raw[section][key] = _from_env(var, value, _field_type(_SECTIONS[section], key))
-    built = {name: _build(cls, name, raw[name]) for name, cls in _SECTIONS.items()}
-    return WorkerConfig(**built)
-
-
-def _read_yaml(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    out: dict[str, dict[str, Any]] = {}
-    for section, values in data.items():
-        if section not in _SECTIONS:
-            raise ConfigError(f"{path}: unknown section {section!r}; known: {', '.join(_SECTIONS)}")
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: section {section!r} must be a mapping")
-        known = {f.name for f in dataclasses.fields(_SECTIONS[section])}
-        for key in values:
-            if key not in known:
-                raise ConfigError(
-                    f"{path}: unknown key {section}.{key}; known: {', '.join(sorted(known))}"
-                )
-        out[section] = dict(values)
-    return out
-
-
-def _build(cls: type[T], section: str, values: Mapping[str, Any]) -> T:
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name not in values:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"missing required key {section}.{f.name}")
-            continue
-        kwargs[f.name] = _check_type(
-            f"{section}.{f.name}", values[f.name], _field_type(cls, f.name)
-        )
-    try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
-def _field_type(cls: type[Any], name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
-
-
-def _check_type(key: str, value: Any, expected: Any) -> Any:
-    if expected is bool:
-        if isinstance(value, bool):
-            return value
-    elif expected is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif expected is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif expected is str:
-        if isinstance(value, str):
-            return value
-    elif typing.get_origin(expected) is tuple:
-        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise ConfigError(f"{key} must be a list of strings, got {value!r}")
-    raise ConfigError(f"{key} must be of type {_type_name(expected)}, got {value!r}")
-
-
-def _from_env(var: str, value: str, expected: Any) -> Any:
-    text = value.strip()
-    try:
-        if expected is bool:
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
-            raise ValueError(text)
-        if expected is int:
-            return int(text)
-        if expected is float:
-            return float(text)
-        if typing.get_origin(expected) is tuple:
-            return tuple(part.strip() for part in text.split(",") if part.strip())
-        return value
-    except ValueError:
-        raise ConfigError(
-            f"environment variable {var} must be of type {_type_name(expected)}, got {value!r}"
-        ) from None
-
-
-def _type_name(expected: Any) -> str:
-    if typing.get_origin(expected) is tuple:
-        return "list of strings"
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
-        expected, str(expected)
-    )
+    raw = read_yaml(path) if path is not None else {}
+    return build_section(WorkerConfig, apply_env(raw, env, ENV_OVERRIDES))
 
 
 def _require(ok: bool, message: str) -> None:
