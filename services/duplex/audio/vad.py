@@ -1,12 +1,19 @@
 """Voice activity detection on fixed windows of 16 kHz mono PCM: two engines, one interface.
 
-Measured on these machines (tests/integration/test_audio_vad_speech.py asserts it):
+Measured here behind :class:`~duplex.audio.mic.MicInput` with min_speech 100 ms and
+min_silence 300 ms (tests/integration/test_audio_vad_speech.py asserts each line):
 
-- ``webrtc`` (:class:`WebRtcVad`, the guide's engine): microseconds a frame, catches speech
-  against quiet, but white noise at -30 dBFS and a steady 440 Hz tone count as speech too, so
-  a noisy room or a hum would barge in.
+- ``webrtc`` (:class:`WebRtcVad`, the guide's engine): microseconds a frame; catches Piper
+  speech, ignores digital silence, but does not tell speech from noise by kind, only by level:
+  a steady 440 Hz tone at -20 dBFS and white noise at -20 dBFS start speech at every
+  aggressiveness; white noise at -30 dBFS starts speech at aggressiveness 0 and 1, not at 2
+  (the default) or 3. So a hum or a noisy room can barge in.
 - ``silero`` (:class:`SileroVad`, silero's ONNX model through onnxruntime, no torch): about
-  0.1 ms a 32 ms window on one thread; catches speech and rejects that noise and that tone.
+  0.1 ms a 32 ms window on one thread; catches the same speech, ignores silence, and starts
+  no speech on white noise (-30 and -20 dBFS) or a 440 Hz tone (-20 and -6 dBFS).
+
+Both hear a pause at a comma or between two Piper sentences as the end of speech now and
+then with min_silence 300 ms (silero more often): a false interruption policy must allow it.
 """
 
 from __future__ import annotations
