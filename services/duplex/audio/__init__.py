@@ -1,6 +1,7 @@
 """Audio: 20 ms PCM frames, streaming resampling, frame cutting, VAD, speech tracking,
-the mic input, WAV."""
+the mic input, speech recognition, WAV."""
 
+from duplex.audio.asr import AsrUnavailable, Transcriber, WhisperTranscriber
 from duplex.audio.frames import FRAME_MS, SAMPLE_WIDTH, PcmFrame, frame_bytes, frame_samples
 from duplex.audio.framing import FrameCutter
 from duplex.audio.mic import MIC_RATES, MicFrameError, MicInput
@@ -29,6 +30,7 @@ __all__ = [
     "SAMPLE_WIDTH",
     "VAD_ENGINES",
     "VAD_SAMPLE_RATE",
+    "AsrUnavailable",
     "FrameCutter",
     "MicFrameError",
     "MicInput",
@@ -41,9 +43,11 @@ __all__ = [
     "SpeechState",
     "SpeechTracker",
     "StreamResampler",
+    "Transcriber",
     "VoiceActivityDetector",
     "WavError",
     "WebRtcVad",
+    "WhisperTranscriber",
     "decode_wav",
     "encode_wav",
     "frame_bytes",

@@ -9,7 +9,7 @@ min_silence 300 ms (tests/integration/test_audio_vad_speech.py asserts each line
   aggressiveness; white noise at -30 dBFS starts speech at aggressiveness 0 and 1, not at 2
   (the default) or 3. So a hum or a noisy room can barge in.
 - ``silero`` (:class:`SileroVad`, silero's ONNX model through onnxruntime, no torch): about
-  0.1 ms a 32 ms window on one thread; catches the same speech, ignores silence, and starts
+  0.15 ms a 32 ms window on one thread; catches the same speech, ignores silence, and starts
   no speech on white noise (-30 and -20 dBFS) or a 440 Hz tone (-20 and -6 dBFS).
 
 Both hear a pause at a comma or between two Piper sentences as the end of speech now and
@@ -150,7 +150,7 @@ class SileroModel:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
-        # One thread: the VAD runs beside Opus and TTS on a few cores; a window costs ~0.1 ms.
+        # One thread: the VAD runs beside Opus and TTS on a few cores; a window costs ~0.15 ms.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self.path = model
