@@ -13,10 +13,10 @@ from duplex.worker.adapters.base import Int16Array
 from duplex.worker.adapters.tone import ToneVoice
 from duplex.worker.clause_jobs import SECONDS_PER_CHAR
 from duplex.worker.scheduler import JobCancelled, SynthesisJob, SynthesisScheduler
-from duplex.worker.session import (
+from duplex.worker.session import Session
+from duplex.worker.session_messages import (
     FrameEvent,
     InvalidText,
-    Session,
     SessionEvent,
     SessionSettings,
     SessionState,

@@ -25,11 +25,10 @@ from duplex.worker.model_manager import (
     ModelLoadFailed,
     ModelManager,
 )
-from duplex.worker.session import (
+from duplex.worker.session import Scheduler, Session
+from duplex.worker.session_messages import (
     FrameEvent,
     InvalidText,
-    Scheduler,
-    Session,
     SessionEvent,
     SessionSettings,
     SessionState,

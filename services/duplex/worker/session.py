@@ -8,16 +8,14 @@ due when the audio before it will have played, the audio of earlier jobs still r
 estimated from their text, so under contention other sessions' first clauses go first.
 A clause's audio is resampled to the session's rate and cut into exact frames on the
 inference thread, then handed to the event loop, where :meth:`events` sends the frames
-paced by the monotonic clock at most ``lead_ms`` ahead of real time.
+paced by the monotonic clock at most ``lead_ms`` ahead of real time (:mod:`.playback`).
+Utterances and their clauses are kept by :mod:`.utterances`; what a session takes and
+gives is in :mod:`.session_messages`.
 
 Each clause gets its own resampler and frame cutter, flushed at the clause's end, so every
 frame voices exactly one clause (its last frame is zero-padded: under one frame of silence
 at a clause boundary, where the engine puts a pause anyway) and the text positions that a
 client uses to resend unspoken text are exact.
-
-The playback clock: frame k of the session plays at ``base + k * frame``; the clock never
-runs ahead of the audio sent (``base`` moves forward when it would), and a PAUSE shifts it
-by the paused time.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 from duplex.audio.framing import FrameCutter
@@ -38,28 +35,22 @@ from duplex.audio.resample import StreamResampler
 from duplex.text import Clause, ClauseSegmenter
 from duplex.worker.adapters.base import Int16Array, Voice
 from duplex.worker.clause_jobs import ClauseJob, InFlight
+from duplex.worker.playback import PlaybackClock
 from duplex.worker.scheduler import SynthesisJob
+from duplex.worker.session_messages import (
+    FrameEvent,
+    SessionEvent,
+    SessionSettings,
+    SessionState,
+    SynthesisFailed,
+    UtteranceEndEvent,
+)
+from duplex.worker.utterances import Utterance, Utterances
 
 _LOG = logging.getLogger(__name__)
 
 MAX_BUFFERED_S = 10.0
 """No further clause is synthesized while this much audio waits unsent (paused sessions)."""
-
-
-class SessionState(StrEnum):
-    """What a Control answer reports."""
-
-    SPEAKING = "speaking"
-    PAUSED = "paused"
-    IDLE = "idle"
-
-
-class InvalidText(ValueError):
-    """A text chunk the session refuses (empty, or the utterance grows too long)."""
-
-
-class SynthesisFailed(RuntimeError):
-    """The engine failed on a clause; the session cannot go on."""
 
 
 class Scheduler(Protocol):
@@ -73,77 +64,20 @@ class Scheduler(Protocol):
 
 
 @dataclass(frozen=True)
-class SessionSettings:
-    """Output format and limits of one session."""
-
-    sample_rate: int
-    frame_ms: int = 20
-    lead_ms: int = 100  # 0: as fast as produced
-    max_text_chars: int = 2000
-    min_clause_chars: int = 12
-    max_clause_chars: int = 220
-    first_clause_max_chars: int = 0  # 0: the first clause follows max_clause_chars
-    # Clause jobs of this session on the scheduler at once. 2 speeds up one fast client, but
-    # a running look-ahead job cannot be preempted, which delays other sessions' first audio.
-    max_jobs_in_flight: int = 1
-
-    def __post_init__(self) -> None:
-        if self.max_jobs_in_flight < 1:
-            raise ValueError(f"max_jobs_in_flight must be >= 1, got {self.max_jobs_in_flight}")
-
-
-@dataclass(frozen=True)
-class FrameEvent:
-    """One frame of the session's audio; every frame voices exactly one clause."""
-
-    pcm: bytes
-    sample_rate: int
-    sequence: int
-    utterance: int
-    text_start: int
-    text_end: int
-    clause_end: bool
-
-
-@dataclass(frozen=True)
-class UtteranceEndEvent:
-    """Sent after an utterance's last frame, or at once when STOP ends it."""
-
-    utterance: int
-    text_length: int
-    voiced_length: int
-    stopped: bool
-    frames: int
-
-
-SessionEvent = FrameEvent | UtteranceEndEvent
-
-
-@dataclass(eq=False)
-class _Utterance:
-    index: int
-    segmenter: ClauseSegmenter
-    text_length: int = 0
-    submitted: int = 0  # clause jobs submitted
-    frames_sent: int = 0
-    voiced: int = 0  # end of the last clause whose final frame was sent
-
-
-@dataclass(frozen=True)
 class _Frame:
     pcm: bytes
-    utterance: _Utterance
+    utterance: Utterance
     clause: Clause
     clause_end: bool
 
 
 @dataclass(frozen=True)
 class _End:
-    utterance: _Utterance
+    utterance: Utterance
     stopped: bool
 
 
-_Job = ClauseJob[_Utterance]
+_Job = ClauseJob[Utterance]
 
 
 class Session:
@@ -158,25 +92,24 @@ class Session:
     ) -> None:
         self.session_id = session_id
         self.settings = settings
-        self.underruns = 0
         self._voice = voice
         self._scheduler = scheduler
         self._loop = asyncio.get_running_loop()
         self._frame_s = settings.frame_ms / 1000
-        self._lead_s = settings.lead_ms / 1000
-        self._next_utterance = 0
-        self._text_utt: _Utterance | None = None  # the utterance that takes new text
-        self._open: deque[_Utterance] = deque()  # started, UtteranceEnd not yet sent
-        self._work: deque[tuple[_Utterance, Clause | None]] = deque()  # None: the end marker
-        self._jobs: InFlight[_Utterance] = InFlight()  # text order
+        self._clock = PlaybackClock(self._frame_s, settings.lead_ms / 1000)
+        self._utts = Utterances(
+            settings.max_text_chars,
+            lambda: ClauseSegmenter(
+                settings.min_clause_chars,
+                settings.max_clause_chars,
+                settings.first_clause_max_chars or None,
+            ),
+        )
+        self._jobs: InFlight[Utterance] = InFlight()  # text order
         self._generation = 0
         self._outbox: deque[_Frame | _End] = deque()
         self._queued_frames = 0
         self._sequence = 0
-        self._base: float | None = None  # playback clock origin
-        self._clock_frames = 0  # frames sent since the clock origin
-        self._paused_at: float | None = None
-        self._gap_counted = False
         self._input_done = False
         self._draining = False
         self._closed = False
@@ -189,30 +122,12 @@ class Session:
         """Add text to the current utterance (a new one if none is open)."""
         if self._closed or self._input_done:
             raise RuntimeError("session no longer takes text")
-        utt = self._text_utt
-        if not text:
-            if not is_final:
-                raise InvalidText("empty text chunk (only a final chunk may be empty)")
-            if utt is None:
-                raise InvalidText("empty utterance: a final chunk without any text")
-        limit = self.settings.max_text_chars
-        if (utt.text_length if utt else 0) + len(text) > limit:
-            raise InvalidText(f"utterance text over the limit of {limit} characters")
-        if utt is None:
-            utt = self._new_utterance()
-        utt.text_length += len(text)
-        clauses = utt.segmenter.push(text) if text else []
-        if is_final:
-            clauses += utt.segmenter.finish()
-        self._work.extend((utt, c) for c in clauses if c.text.strip())
-        if is_final:
-            self._work.append((utt, None))
-            self._text_utt = None
+        self._utts.push(text, is_final)
         self._pump()
 
     def end_input(self) -> None:
         """The client closed its side: the open utterance is final, the stream ends after it."""
-        if self._text_utt is not None and not self._closed:
+        if self._utts.current is not None and not self._closed:
             self.push_text("", is_final=True)
         self._input_done = True
         self._wake.set()
@@ -221,25 +136,21 @@ class Session:
 
     @property
     def state(self) -> SessionState:
-        if self._paused_at is not None:
+        if self._clock.paused:
             return SessionState.PAUSED
-        if self._open or self._outbox:
+        if self._utts.open or self._outbox:
             return SessionState.SPEAKING
         return SessionState.IDLE
 
     def pause(self) -> SessionState:
         """Stop sending (within one frame); synthesis may go on."""
-        if self._paused_at is None:
-            self._paused_at = time.monotonic()
+        if self._clock.pause(time.monotonic()):
             self._wake.set()
         return self.state
 
     def resume(self) -> SessionState:
         """Continue sending exactly where PAUSE stopped."""
-        if self._paused_at is not None:
-            if self._base is not None:
-                self._base += time.monotonic() - self._paused_at
-            self._paused_at = None
+        if self._clock.resume(time.monotonic()):
             self._wake.set()
         return self.state
 
@@ -248,10 +159,9 @@ class Session:
         self._cancel_synthesis()
         self._outbox.clear()
         self._queued_frames = 0
-        self._outbox.extend(_End(u, stopped=True) for u in self._open)
-        self._text_utt = None
-        self._paused_at = None
-        self._base = None  # the client drops what it had buffered
+        self._outbox.extend(_End(u, stopped=True) for u in self._utts.open)
+        self._utts.stop_text()
+        self._clock.reset()  # the client drops what it had buffered
         self._wake.set()
         return SessionState.IDLE
 
@@ -283,6 +193,11 @@ class Session:
 
     # -- output -----------------------------------------------------------------
 
+    @property
+    def underruns(self) -> int:
+        """Gaps in audio the client was waiting for (counted once per gap)."""
+        return self._clock.underruns
+
     async def events(self) -> AsyncGenerator[SessionEvent, None]:
         """Frames and utterance ends, paced; ends when input is done and all is said."""
         while True:
@@ -292,27 +207,25 @@ class Session:
             if self._closed:
                 return
             now = time.monotonic()
-            head = self._outbox[0] if self._outbox and self._paused_at is None else None
+            head = self._outbox[0] if self._outbox and not self._clock.paused else None
             if head is None:
-                if not self._outbox and not self._open and (self._input_done or self._draining):
+                ended = not self._outbox and not self._utts.open
+                if ended and (self._input_done or self._draining):
                     return
-                await self._sleep(self._underrun_check(now))
+                await self._sleep(self._clock.check_underrun(now, self._owed()))
                 continue
             if isinstance(head, _End):
                 self._outbox.popleft()
                 yield self._end_event(head)
                 continue
-            if self._base is None or now > self._base + self._clock_frames * self._frame_s:
-                # Nothing left to play at the client: the clock restarts with this frame.
-                self._base = now - self._clock_frames * self._frame_s
-            due = self._base + self._clock_frames * self._frame_s - self._lead_s
-            if self._lead_s > 0 and due > now:
-                await self._sleep(due - now)
+            wait = self._clock.wait_before_next(now)
+            if wait > 0:
+                await self._sleep(wait)
                 continue
             self._outbox.popleft()
             self._queued_frames -= 1
             yield self._frame_event(head)
-            if self._work and len(self._jobs) < self.settings.max_jobs_in_flight:
+            if self._utts.work and len(self._jobs) < self.settings.max_jobs_in_flight:
                 self._pump()
 
     def _frame_event(self, frame: _Frame) -> FrameEvent:
@@ -327,8 +240,7 @@ class Session:
             clause_end=frame.clause_end,
         )
         self._sequence += 1
-        self._clock_frames += 1
-        self._gap_counted = False
+        self._clock.sent()
         utt.frames_sent += 1
         if frame.clause_end:
             utt.voiced = frame.clause.end
@@ -336,8 +248,7 @@ class Session:
 
     def _end_event(self, end: _End) -> UtteranceEndEvent:
         utt = end.utterance
-        if self._open and self._open[0] is utt:
-            self._open.popleft()
+        self._utts.ended(utt)
         return UtteranceEndEvent(
             utterance=utt.index,
             text_length=utt.text_length,
@@ -346,18 +257,11 @@ class Session:
             frames=utt.frames_sent,
         )
 
-    def _underrun_check(self, now: float) -> float | None:
-        """Count an under-run once per gap; returns how long until the next check is due."""
-        playing = self._open and self._open[0].frames_sent > 0 and self._paused_at is None
-        owed = bool(self._jobs) or bool(self._work)
-        if not playing or not owed or self._gap_counted or self._base is None:
-            return None
-        dry_at = self._base + self._clock_frames * self._frame_s
-        if now < dry_at:
-            return dry_at - now
-        self._gap_counted = True
-        self.underruns += 1
-        return None
+    def _owed(self) -> bool:
+        """Whether the client waits for more audio of an utterance it has begun to hear."""
+        open_ = self._utts.open
+        playing = bool(open_) and open_[0].frames_sent > 0
+        return playing and (bool(self._jobs) or bool(self._utts.work))
 
     async def _sleep(self, delay: float | None) -> None:
         """Until something changes, or `delay` seconds (a timer, cheaper than wait_for)."""
@@ -372,37 +276,22 @@ class Session:
 
     # -- synthesis ----------------------------------------------------------------
 
-    def _new_utterance(self) -> _Utterance:
-        utt = _Utterance(
-            index=self._next_utterance,
-            segmenter=ClauseSegmenter(
-                self.settings.min_clause_chars,
-                self.settings.max_clause_chars,
-                self.settings.first_clause_max_chars or None,
-            ),
-        )
-        self._next_utterance += 1
-        self._text_utt = utt
-        self._open.append(utt)
-        return utt
-
     def _pump(self) -> None:
         """Submit clauses while jobs may be added; pass end markers on in text order."""
-        while (
-            len(self._jobs) < self.settings.max_jobs_in_flight and self._work and not self._closed
-        ):
+        work = self._utts.work
+        while len(self._jobs) < self.settings.max_jobs_in_flight and work and not self._closed:
             if self._queued_frames * self._frame_s >= MAX_BUFFERED_S:
                 return  # resumed from the sender once the backlog shrinks
             if self._jobs and self._scheduler.idle_threads() == 0:
                 # Look-ahead only on a thread nobody else is waiting for; retried when a
                 # job of this session is done.
                 return
-            utt, clause = self._work.popleft()
+            utt, clause = work.popleft()
             if clause is None:
                 if self._jobs:
                     # The end goes out after the utterance's last frame: once its jobs are
                     # done, so no look-ahead crosses into the next utterance.
-                    self._work.appendleft((utt, clause))
+                    work.appendleft((utt, clause))
                     return
                 self._outbox.append(_End(utt, stopped=False))
                 self._wake.set()
@@ -428,25 +317,19 @@ class Session:
                 )
             )
 
-    def _deadline(self, utt: _Utterance) -> float:
+    def _deadline(self, utt: Utterance) -> float:
         """When the clause's first audio is needed (EDF): now for an utterance's first."""
         now = time.monotonic()
         if utt.submitted == 0 and not self._jobs:
             return now
         # A look-ahead job waits for the audio of the jobs still running before it.
-        return max(now, self._playout_end(now) + self._jobs.unreleased_s(self._frame_s))
-
-    def _playout_end(self, now: float) -> float:
-        """When the audio produced so far will have played (the next clause's deadline)."""
-        ahead = 0.0
-        if self._base is not None and self._paused_at is None:
-            ahead = max(0.0, self._base + self._clock_frames * self._frame_s - now)
-        return now + ahead + self._queued_frames * self._frame_s
+        playout_end = self._clock.playout_end(now, self._queued_frames)
+        return max(now, playout_end + self._jobs.unreleased_s(self._frame_s))
 
     def _cancel_synthesis(self) -> None:
         self._generation += 1
         self._jobs.clear()
-        self._work.clear()
+        self._utts.work.clear()
         self._scheduler.cancel_session(self.session_id)
 
     def _from_thread(self, callback: Callable[..., None], *args: object) -> None:
