@@ -200,10 +200,10 @@ async def test_clients_leaving_mid_audio_leave_no_session_behind(redis_url: str)
                 await client.start(model_id="tone-fast")
                 await client.text(TEXT, is_final=True)
                 await client.wait_for(lambda got: len(got.utterance(0).frames) >= 3)
-        transport = orch.app.state.runtime.transport
+        hub = orch.app.state.runtime.hub
         async with asyncio.timeout(5):
             while True:  # nothing to await on: poll
-                if not (transport.active_connections or worker.app.servicer.active_sessions()):
+                if not (hub.active or worker.app.servicer.active_sessions()):
                     break
                 await asyncio.sleep(0.02)
         leftovers = [t.get_name() for t in asyncio.all_tasks() if ":" in t.get_name()]

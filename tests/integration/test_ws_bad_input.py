@@ -321,7 +321,7 @@ async def test_unknown_model_id_is_unknown_model_and_others_keep_speaking(
         assert await recv_json(ws) == {"type": "SessionEnded", "reason": "unknown_model"}
         await asyncio.wait_for(ws.wait_closed(), DEADLINE_S)
         registry = served.app.state.runtime.metrics.registry
-        outcome = {"outcome": "unknown_model"}
+        outcome = {"transport": "websocket", "outcome": "unknown_model"}
         assert registry.get_sample_value("duplex_orch_sessions_total", outcome) == 1
         frames, end = await speak(speaker, "Still here.")
         assert frames and all(len(f) == 640 for f in frames)  # 20 ms at 16 kHz, s16 mono
@@ -349,13 +349,14 @@ async def test_garbage_during_a_live_session_does_not_disturb_it(
 async def test_misuse_after_start_gets_errors_and_the_session_goes_on(
     served: OrchestratorServer,
 ) -> None:
-    """A second SessionStart, binary audio, and an over-long utterance (100 characters here)
-    are refused without ending the session; it then speaks normally."""
+    """A second SessionStart, mic audio of the wrong size, and an over-long utterance (100
+    characters here) are refused without ending the session; it then speaks normally."""
     async with client(served) as ws:
         await start_session(ws)
         await expect_error(ws, json.dumps({"type": "SessionStart"}), "ALREADY_STARTED")
-        text = await expect_error(ws, b"\x00" * 640, "INVALID_MESSAGE")
-        assert "not supported yet" in text
+        await ws.send(b"\x00" * 640)  # 20 ms of silent mic audio at 16 kHz: taken
+        text = await expect_error(ws, b"\x00" * 1000, "INVALID_AUDIO")
+        assert "640 bytes" in text and "1000 bytes" in text
         limit = served.config.session.max_text_chars
         chunk = {"type": "TextChunk", "text": "z" * (limit // 2 + 1), "is_final": False}
         await ws.send(json.dumps(chunk))  # accepted: half the limit
@@ -395,9 +396,11 @@ async def test_client_gone_mid_utterance_frees_its_slot_and_session(
         assert isinstance(await asyncio.wait_for(ws.recv(), DEADLINE_S), bytes)
     async with asyncio.timeout(DEADLINE_S):
         while True:
-            if runtime.transport.active_connections == 0:
+            if runtime.hub.active == 0:
                 break
             await asyncio.sleep(0.02)
     registry = runtime.metrics.registry
-    assert registry.get_sample_value("duplex_orch_sessions_active") == 0
-    assert registry.get_sample_value("duplex_orch_sessions_total", {"outcome": "disconnected"}) == 1
+    ws_label = {"transport": "websocket"}
+    assert registry.get_sample_value("duplex_orch_sessions_active", ws_label) == 0
+    outcome = {**ws_label, "outcome": "disconnected"}
+    assert registry.get_sample_value("duplex_orch_sessions_total", outcome) == 1

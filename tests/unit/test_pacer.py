@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from duplex.orchestrator.pacer import Pacer
+from duplex.orchestrator.session.pacer import Pacer
 
 FRAME = 0.02
 

@@ -183,12 +183,12 @@ def test_ready_needs_redis_and_a_worker_that_takes_sessions(clock: Clock) -> Non
     """ready(): Redis reachable and at least one live, undrained worker."""
     view = two_equal(clock)
     router = make_router(view, clock)
-    assert router.ready()
+    assert router.readiness().ready
     view.drained_names = frozenset({"w1", "w2"})
-    assert not router.ready()
+    assert not router.readiness().ready
     view.drained_names = frozenset()
     view.ok = False
-    assert not router.ready()
+    assert not router.readiness().ready
     view.ok = True
     view.records.clear()
-    assert not router.ready()
+    assert not router.readiness().ready

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from duplex.audio.frames import PcmFrame, TextSpan
 from duplex.orchestrator.config import OrchestratorConfig, SessionConfig
 from duplex.orchestrator.metrics import OrchestratorMetrics
 from duplex.orchestrator.protocol import (
@@ -35,10 +36,11 @@ from duplex.orchestrator.session import (
     SessionServices,
     SessionState,
 )
+from duplex.orchestrator.transports.base import ClientChannel, TransportKind
 from duplex.orchestrator.worker_client import (
     StreamOpened,
+    WorkerCommand,
     WorkerEvent,
-    WorkerFrame,
     WorkerInfo,
     WorkerUnavailable,
     WorkerUtteranceEnd,
@@ -70,7 +72,6 @@ class FakeStream:
         self._utt: tuple[int, ClauseSegmenter, list[int]] | None = None  # index, seg, [len]
         self._next_utt = 0
         self._open: list[tuple[int, list[int]]] = []
-        self._sequence = 0
         self.frames_emitted = 0
 
     async def send_text(self, text: str, is_final: bool) -> None:
@@ -99,13 +100,8 @@ class FakeStream:
                     self.die()
                     return
                 self.frames_emitted += 1
-                self.events.put_nowait(
-                    WorkerFrame(
-                        frame_for(char), 48000, self._sequence, index,
-                        clause.start, clause.end, i == len(chars) - 1,
-                    )
-                )  # fmt: skip
-                self._sequence += 1
+                span = TextSpan(index, clause.start, clause.end, i == len(chars) - 1)
+                self.events.put_nowait(PcmFrame(frame_for(char), 48000, span))
         if is_final:
             self._utt = None
             self._open = [o for o in self._open if o[0] != index]
@@ -150,7 +146,7 @@ class FakeWorker:
         )
         self.max_text_chars = max_text_chars
         self.streams: list[FakeStream] = []
-        self.controls: list[str] = []
+        self.controls: list[WorkerCommand] = []
         self.dead = False
         self.silent = False  # accepts text, never answers (a hung worker)
         self.fail_after: int | None = None  # dies after this many frames
@@ -169,9 +165,11 @@ class FakeWorker:
         self.streams.append(FakeStream(self))
         return self.stream
 
-    async def control(self, session_id: str, command: str, timeout_s: float = 5.0) -> str:
+    async def control(
+        self, session_id: str, command: WorkerCommand, timeout_s: float = 5.0
+    ) -> str:
         self.controls.append(command)
-        if command == "STOP":
+        if command is WorkerCommand.STOP:
             self.stream.stop()
         return "idle"
 
@@ -217,6 +215,7 @@ class FakeSink:
     def __init__(self) -> None:
         self.messages: list[ServerMessage] = []
         self.frames: list[bytes] = []
+        self.spans: list[TextSpan | None] = []
         self.log: list[str] = []  # "f" for a frame, the message type otherwise
         self.changed = asyncio.Event()
 
@@ -225,11 +224,15 @@ class FakeSink:
         self.log.append(type(message).__name__)
         self.changed.set()
 
-    async def send_audio(self, pcm: bytes) -> None:
-        assert len(pcm) == FRAME_BYTES
-        self.frames.append(pcm)
+    async def send(self, frame: PcmFrame) -> None:
+        assert len(frame.pcm) == FRAME_BYTES and frame.sample_rate == 48000
+        self.frames.append(frame.pcm)
+        self.spans.append(frame.span)
         self.log.append("f")
         self.changed.set()
+
+    def clear(self) -> int:
+        return 0
 
     def heard(self) -> str:
         return "".join(char_of(f) for f in self.frames)
@@ -253,7 +256,8 @@ class Harness:
         self.sink = FakeSink()
         self.metrics = OrchestratorMetrics()
         services = SessionServices(config, self.router, FakeClients(workers), self.metrics)  # type: ignore[arg-type]
-        self.session = Session("sid", self.sink, services)
+        channel = ClientChannel(TransportKind.WEBSOCKET, self.sink, self.sink)
+        self.session = Session("sid", channel, services)
 
     async def start(self, **fields: Any) -> Any:
         return await self.session.start(SessionStart(**{"model_id": "tone-fast", **fields}))

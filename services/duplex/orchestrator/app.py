@@ -1,9 +1,12 @@
 """The orchestrator's ASGI app and an in-process uvicorn server for it.
 
-One port serves both the WebSocket API (at "/", where the deployment guide's client
-connects) and HTTP: `GET /health`, `GET /ready`, `GET /metrics`. Everything stateful (the
-registry view, worker clients, router, metrics, live connections) is created by the app's
-lifespan and closed by it; nothing lives at module level.
+One port serves the client APIs (the WebSocket at "/", where the deployment guide's client
+connects; WebRTC signalling at `/offer` and `/whip`; the agent's channel at
+`/sessions/{id}`), the mic page (`GET /`, `/demo/...`, `/api/models`) and operations
+(`/health`, `/ready`, `/metrics`). With a certificate, the same app is also served over
+HTTPS/WSS on `tls.port` (browsers give the microphone only to secure pages). Everything
+stateful (the registry view, worker clients, router, metrics, sessions) is created by the
+app's lifespan and closed by it; nothing lives at module level.
 """
 
 from __future__ import annotations
@@ -17,18 +20,25 @@ from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from duplex.orchestrator.auth import ApiKeyMiddleware
 from duplex.orchestrator.config import OrchestratorConfig
 from duplex.orchestrator.metrics import CONTENT_TYPE, OrchestratorMetrics
+from duplex.orchestrator.pages import models_from_workers, page_routes
 from duplex.orchestrator.router import Router
-from duplex.orchestrator.session import SessionServices
+from duplex.orchestrator.session import SessionHub, SessionServices
+from duplex.orchestrator.session.bargein import Transcriber
+from duplex.orchestrator.transports.signalling import Answer, SignallingError, signalling_routes
+from duplex.orchestrator.transports.webrtc import WebRtcTransport
 from duplex.orchestrator.transports.websocket import WebSocketTransport
 from duplex.orchestrator.worker_client import WorkerClients
 from duplex.registry.view import RegistryView
+from duplex.webassets import web_root
 
 _LOG = logging.getLogger(__name__)
 
@@ -48,7 +58,9 @@ class Runtime:
     clients: WorkerClients
     router: Router
     metrics: OrchestratorMetrics
-    transport: WebSocketTransport
+    hub: SessionHub
+    websocket: WebSocketTransport
+    webrtc: WebRtcTransport | None
 
 
 class _Holder:
@@ -63,6 +75,15 @@ class _Holder:
         return self.runtime
 
 
+def _transcriber(config: OrchestratorConfig) -> Transcriber | None:
+    if not config.asr.enabled:
+        return None
+    from duplex.audio.asr import WhisperTranscriber  # the optional asr extra
+
+    transcriber: Transcriber = WhisperTranscriber(timeout_s=config.asr.timeout_s)
+    return transcriber
+
+
 def build_app(config: OrchestratorConfig) -> Starlette:
     """The Starlette app; its lifespan owns every resource of the orchestrator."""
     holder = _Holder()
@@ -70,6 +91,7 @@ def build_app(config: OrchestratorConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         metrics = OrchestratorMetrics()
+        transcriber = _transcriber(config)
         view = RegistryView(
             config.redis.url,
             config.routing,
@@ -80,69 +102,118 @@ def build_app(config: OrchestratorConfig) -> Starlette:
         clients = WorkerClients()
         router = Router(view, config.routing, metrics=metrics)
         services = SessionServices(config=config, router=router, clients=clients, metrics=metrics)
-        transport = WebSocketTransport(services)
-        holder.runtime = Runtime(config, view, clients, router, metrics, transport)
-        app.state.runtime = holder.runtime
+        hub = SessionHub(services, transcriber=transcriber)
+        webrtc = WebRtcTransport(hub, config, metrics) if config.transport.webrtc.enabled else None
+        runtime = Runtime(
+            config, view, clients, router, metrics, hub, WebSocketTransport(hub), webrtc
+        )
+        holder.runtime = app.state.runtime = runtime
         _LOG.info(
             "orchestrator ready to serve",
-            extra={"redis_ok": view.redis_ok(), "workers": len(view.workers())},
-        )
+            extra={"redis_ok": view.redis_ok(), "workers": len(view.workers()),
+                   "webrtc": webrtc is not None, "asr": transcriber is not None},
+        )  # fmt: skip
         try:
             yield
         finally:
             holder.runtime = app.state.runtime = None
             steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-                ("sessions", lambda: transport.close_all("shutdown")),
+                ("sessions", lambda: shutdown_sessions(runtime)),
                 ("worker clients", clients.close_all),
                 ("registry view", view.stop),
             ]
-            for step, close in steps:
+            close = getattr(transcriber, "close", None)
+            if close is not None:
+                steps.append(("transcriber", close))
+            for step, stop in steps:
                 deadline = asyncio.timeout(_SHUTDOWN_STEP_S)
                 # A part that swallows the cancellation returns instead of raising TimeoutError.
                 with contextlib.suppress(TimeoutError):
                     async with deadline:
-                        await close()
+                        await stop()
                 if deadline.expired():
                     _LOG.error("shutdown step timed out; going on", extra={"step": step})
             _LOG.info("orchestrator stopped")
 
     async def websocket_endpoint(websocket: WebSocket) -> None:
-        await holder.get().transport.handle(websocket)
+        await holder.get().websocket.handle(websocket)
+
+    async def agent_endpoint(websocket: WebSocket) -> None:
+        await holder.get().websocket.handle_agent(websocket)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def ready(request: Request) -> Response:
-        runtime = holder.get()
-        view = runtime.view
-        drained = view.drained()
-        usable = [n for n in view.workers() if n not in drained]
+        state = holder.get().router.readiness()
         body: dict[str, object] = {
-            "redis": view.redis_ok(),
-            "workers": len(usable),
-            "drained": len(drained & set(view.workers())),
+            "redis": state.redis_ok,
+            "workers": state.usable,
+            "drained": state.drained,
         }
-        if not view.redis_ok():
-            return JSONResponse(
-                {"status": "unready", "reason": "Redis is unreachable", **body}, 503
-            )
-        if not usable:
-            reason = "no live worker takes new sessions"
-            return JSONResponse({"status": "unready", "reason": reason, **body}, 503)
+        if state.reason is not None:
+            return JSONResponse({"status": "unready", "reason": state.reason, **body}, 503)
         return JSONResponse({"status": "ready", **body})
 
     async def metrics(request: Request) -> Response:
         return Response(holder.get().metrics.render(), media_type=CONTENT_TYPE)
 
+    def list_models() -> list[dict[str, object]]:
+        view = holder.get().view
+        return models_from_workers(view.workers(), view.drained())
+
+    webrtc_routes: list[BaseRoute] = []
+    if config.transport.webrtc.enabled:
+        webrtc_routes = signalling_routes(_LiveAnswerer(holder), _log_refusal)
+
     return Starlette(
         routes=[
             WebSocketRoute("/", websocket_endpoint),
+            WebSocketRoute("/sessions/{session_id}", agent_endpoint),
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *webrtc_routes,
+            *page_routes(web_root(), list_models),
         ],
+        middleware=[Middleware(ApiKeyMiddleware, config=config.auth)],
         lifespan=lifespan,
     )
+
+
+class _LiveAnswerer:
+    """The running WebRTC transport, reached through the app's holder (routes are declared
+    before the lifespan builds the transport)."""
+
+    def __init__(self, holder: _Holder) -> None:
+        self._holder = holder
+
+    def _transport(self) -> WebRtcTransport:
+        transport = self._holder.get().webrtc
+        if transport is None:
+            raise SignallingError(404, "webrtc_off", "WebRTC is off on this orchestrator")
+        return transport
+
+    async def answer(self, offer_sdp: str) -> Answer:
+        return await self._transport().answer(offer_sdp)
+
+    async def hang_up(self, peer_id: str) -> bool:
+        return await self._transport().hang_up(peer_id)
+
+
+def _log_refusal(exc: SignallingError) -> None:
+    _LOG.info(
+        "webrtc offer refused",
+        extra={"status": exc.status, "reason": exc.reason, "why": exc.message},
+    )
+
+
+async def shutdown_sessions(runtime: Runtime, reason: str = "shutdown") -> None:
+    """End every live session of every transport with `SessionEnded {reason}`."""
+    await runtime.hub.close_all(reason)
+    await runtime.websocket.wait_closed()
+    if runtime.webrtc is not None:
+        await runtime.webrtc.close_all(reason)
 
 
 class ServerStartError(RuntimeError):
@@ -165,7 +236,7 @@ class _UvicornServer(uvicorn.Server):
         runtime: Runtime | None = getattr(self._app.state, "runtime", None)
         if runtime is not None:
             # uvicorn would close each WebSocket with 1012 and no message; end them first.
-            await runtime.transport.close_all("shutdown")
+            await shutdown_sessions(runtime)
         await super().shutdown(sockets)
 
 

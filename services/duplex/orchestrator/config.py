@@ -105,6 +105,9 @@ class AuthConfig:
     """Client API keys; required when the client APIs are bound to a non-loopback address."""
 
     api_keys: tuple[str, ...] = ()
+    # Loopback clients need no key unless this is set (e.g. behind a reverse proxy on the
+    # same host, where every client arrives from loopback).
+    require_on_loopback: bool = False
 
 
 @dataclass(frozen=True)

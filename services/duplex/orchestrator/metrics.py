@@ -16,6 +16,8 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 _LATENCY_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0)
 _DECISION_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01)
 _LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+_DETECT_BUCKETS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+_CUT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.1)
 
 
 class OrchestratorMetrics:
@@ -25,12 +27,16 @@ class OrchestratorMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.sessions_active = Gauge(
-            "duplex_orch_sessions_active", "Client sessions currently open.", registry=r
+            "duplex_orch_sessions_active",
+            "Client sessions currently open, by transport.",
+            ["transport"],
+            registry=r,
         )
         self.sessions_total = Counter(
             "duplex_orch_sessions",
-            "Client sessions ended, by outcome (client_end, disconnected, idle_timeout, error).",
-            ["outcome"],
+            "Client sessions ended, by transport and outcome (client_end, disconnected, "
+            "idle_timeout, error).",
+            ["transport", "outcome"],
             registry=r,
         )
         self.first_audio_seconds = Histogram(
@@ -78,6 +84,39 @@ class OrchestratorMetrics:
         self.ws_connections_rejected_total = Counter(
             "duplex_orch_ws_connections_rejected",
             "WebSocket connections refused because max_connections was reached.",
+            registry=r,
+        )
+
+        self.barge_ins_total = Counter(
+            "duplex_orch_barge_ins",
+            "Times a user's speech cut the system's output, by transport and policy.",
+            ["transport", "policy"],
+            registry=r,
+        )
+        self.barge_in_outcomes_total = Counter(
+            "duplex_orch_barge_in_outcomes",
+            "Held barge-ins settled: resumed (a false interruption) or stopped.",
+            ["outcome"],
+            registry=r,
+        )
+        self.barge_in_detect_seconds = Histogram(
+            "duplex_orch_barge_in_detect_seconds",
+            "Barge-in, speech onset in the mic audio to the VAD's decision (audio time).",
+            ["transport"],
+            buckets=_DETECT_BUCKETS,
+            registry=r,
+        )
+        self.barge_in_cut_seconds = Histogram(
+            "duplex_orch_barge_in_cut_seconds",
+            "Barge-in, from the mic frame that decided it to the output's last frame sent.",
+            ["transport"],
+            buckets=_CUT_BUCKETS,
+            registry=r,
+        )
+        self.mic_frames_total = Counter(
+            "duplex_orch_mic_frames",
+            "20 ms mic frames received from clients, by transport.",
+            ["transport"],
             registry=r,
         )
 

@@ -33,6 +33,20 @@ class _InFlight:
     routed_at: float  # unix seconds, comparable with last_heartbeat
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """What `/ready` reports; `reason` is None when the orchestrator is ready."""
+
+    redis_ok: bool
+    usable: int
+    drained: int
+    reason: str | None
+
+    @property
+    def ready(self) -> bool:
+        return self.reason is None
+
+
 class Router:
     """Chooses a worker for each new session (and for failovers)."""
 
@@ -61,10 +75,18 @@ class Router:
     def workers(self) -> Mapping[str, WorkerRecord]:
         return self._view.workers()
 
-    def ready(self) -> bool:
-        """Redis is reachable and at least one live worker takes new sessions."""
-        drained = self._view.drained()
-        return self._view.redis_ok() and any(n not in drained for n in self._view.workers())
+    def readiness(self) -> Readiness:
+        """Whether new sessions can be routed: Redis reachable and a live undrained worker."""
+        workers = self._view.workers()
+        drained = self._view.drained() & set(workers)
+        usable = len(workers) - len(drained)
+        redis_ok = self._view.redis_ok()
+        reason = None
+        if not redis_ok:
+            reason = "Redis is unreachable"
+        elif not usable:
+            reason = "no live worker takes new sessions"
+        return Readiness(redis_ok, usable, len(drained), reason)
 
     def inflight(self) -> Mapping[str, int]:
         """Sessions routed to each worker that its last heartbeat does not show yet."""

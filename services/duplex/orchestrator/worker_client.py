@@ -16,11 +16,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
 import grpc
 import grpc.aio
 
+from duplex.audio.frames import PcmFrame, TextSpan
 from duplex.gen.tts.v1 import tts_pb2, tts_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,20 @@ DEFAULT_TIMEOUT_S: Final = 5.0
 # Events read ahead of the session; beyond this the pump stops reading and gRPC flow
 # control holds the worker back.
 _EVENT_QUEUE: Final = 64
+
+
+class WorkerCommand(StrEnum):
+    """What `Control` asks of one session on a worker."""
+
+    PAUSE = "PAUSE"
+    RESUME = "RESUME"
+    STOP = "STOP"
+
+
 _COMMANDS: Final = {
-    "PAUSE": tts_pb2.PAUSE,
-    "RESUME": tts_pb2.RESUME,
-    "STOP": tts_pb2.STOP,
+    WorkerCommand.PAUSE: tts_pb2.PAUSE,
+    WorkerCommand.RESUME: tts_pb2.RESUME,
+    WorkerCommand.STOP: tts_pb2.STOP,
 }
 
 
@@ -66,19 +78,6 @@ class WorkerStreamError(WorkerError):
 
 
 @dataclass(frozen=True)
-class WorkerFrame:
-    """One 20 ms frame; ``text_start``/``text_end`` are positions in the worker's utterance."""
-
-    pcm: bytes
-    sample_rate: int
-    sequence: int
-    utterance: int
-    text_start: int
-    text_end: int
-    clause_end: bool
-
-
-@dataclass(frozen=True)
 class WorkerUtteranceEnd:
     """The worker finished (or stopped) one of its utterances."""
 
@@ -89,7 +88,9 @@ class WorkerUtteranceEnd:
     frames: int
 
 
-WorkerEvent = WorkerFrame | WorkerUtteranceEnd
+# A frame's span is in the worker's numbering: its utterance on this stream, and the bounds
+# of the clause it voices within the text that stream was given.
+WorkerEvent = PcmFrame | WorkerUtteranceEnd
 
 
 @dataclass(frozen=True)
@@ -160,19 +161,22 @@ def _translate(
     return WorkerStreamError(target, message)
 
 
-def _event(msg: Any, target: str) -> WorkerEvent:
+def _event(msg: Any, target: str, sequence: int) -> WorkerEvent:
+    """One stream response as a typed event; ``sequence`` is the frame number expected next."""
     kind = msg.WhichOneof("kind")
     if kind == "frame":
         f = msg.frame
-        return WorkerFrame(
-            pcm=bytes(f.pcm),
-            sample_rate=int(f.sample_rate),
-            sequence=int(f.sequence),
-            utterance=int(f.utterance),
-            text_start=int(f.text_start),
-            text_end=int(f.text_end),
-            clause_end=bool(f.clause_end),
-        )
+        if int(f.sequence) != sequence:
+            # A lost or repeated frame would shift every text position after it.
+            raise WorkerStreamError(target, f"frame {f.sequence} where {sequence} was due")
+        try:
+            return PcmFrame(
+                bytes(f.pcm),
+                int(f.sample_rate),
+                TextSpan(int(f.utterance), int(f.text_start), int(f.text_end), bool(f.clause_end)),
+            )
+        except ValueError as exc:
+            raise WorkerStreamError(target, f"malformed frame: {exc}") from None
     if kind == "utterance_end":
         e = msg.utterance_end
         return WorkerUtteranceEnd(
@@ -220,6 +224,7 @@ class WorkerStream:
 
     async def _read_loop(self) -> None:
         end = _End(None)
+        sequence = 0
         try:
             while True:
                 msg = await self._call.read()
@@ -238,7 +243,10 @@ class WorkerStream:
                         )
                     )
                     continue
-                await self._queue.put(_event(msg, self.target))
+                event = _event(msg, self.target, sequence)
+                if isinstance(event, PcmFrame):
+                    sequence += 1
+                await self._queue.put(event)
         except grpc.aio.AioRpcError as err:
             end = _End(_translate(self.target, err))
         except WorkerError as err:
@@ -370,11 +378,9 @@ class WorkerClient:
         return stream
 
     async def control(
-        self, session_id: str, command: str, timeout_s: float = DEFAULT_TIMEOUT_S
+        self, session_id: str, command: WorkerCommand, timeout_s: float = DEFAULT_TIMEOUT_S
     ) -> str:
         """PAUSE / RESUME / STOP one session; returns the worker's state after it."""
-        if command not in _COMMANDS:
-            raise ValueError(f"unknown control command {command!r}")
         req = tts_pb2.ControlRequest(session_id=session_id, command=_COMMANDS[command])
         try:
             resp = await self._stub.Control(req, timeout=timeout_s)

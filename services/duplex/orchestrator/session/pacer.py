@@ -20,15 +20,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from duplex.audio.frames import PcmFrame
+
 log = logging.getLogger(__name__)
 
-Send = Callable[[bytes], Awaitable[None]]
+Send = Callable[[PcmFrame], Awaitable[None]]
 Marker = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class _Frame:
-    pcm: bytes
+    frame: PcmFrame
     arrived: float
 
 
@@ -55,6 +57,7 @@ class Pacer:
         max_buffer: int = 500,
         observe_lateness: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_drained: Callable[[], None] | None = None,
         name: str = "pacer",
     ) -> None:
         if lead_ms < 0 or frame_ms <= 0 or max_buffer <= 0:
@@ -67,6 +70,7 @@ class Pacer:
         self._max_buffer = max_buffer
         self._observe = observe_lateness
         self._clock = clock
+        self._on_drained = on_drained
         self._name = name
         self._items: collections.deque[_Frame | _Marker] = collections.deque()
         self._frames = 0  # frames in _items
@@ -105,7 +109,7 @@ class Pacer:
 
     # -- input ----------------------------------------------------------------------------
 
-    async def push(self, pcm: bytes) -> None:
+    async def push(self, frame: PcmFrame) -> None:
         """Queue one frame; waits while the buffer is at its bound.
 
         A frame still waiting for room when ``clear()`` runs counts as buffered: it is dropped.
@@ -122,7 +126,7 @@ class Pacer:
             await self._space.wait()
             if epoch != self._epoch:
                 return
-        self._items.append(_Frame(pcm, self._clock()))
+        self._items.append(_Frame(frame, self._clock()))
         self._frames += 1
         self._data.set()
 
@@ -158,6 +162,16 @@ class Pacer:
         self._space.set()
         self._control.set()
         return dropped
+
+    def pop_next(self) -> PcmFrame | None:
+        """Take the next buffered frame out of the queue (it will not be sent), or None."""
+        for i, item in enumerate(self._items):
+            if isinstance(item, _Frame):
+                del self._items[i]
+                self._frames -= 1
+                self._space.set()
+                return item.frame
+        return None
 
     def drop_tail(self, count: int) -> int:
         """Drop up to ``count`` of the most recently queued frames still buffered."""
@@ -230,8 +244,10 @@ class Pacer:
             self._items.popleft()
             self._frames -= 1
             self._space.set()
-            await self._send(head.pcm)
+            await self._send(head.frame)
             self.frames_sent += 1
+            if not self._frames and self._on_drained is not None:
+                self._on_drained()
             if self._observe is not None:
                 # Late against the schedule, or against the frame's arrival when it came
                 # after its due time (an under-run is the worker's, not the pacer's).

@@ -1,12 +1,11 @@
-"""Failover: text positions across worker streams, and (re)connecting a session to a worker.
+"""Failover: a session's link to its worker, (re)connecting, and recovering from a failure.
 
-A client utterance keeps its own numbering and its whole text; the worker stream that
-voices it numbers utterances from 0 and counts text positions from where it was handed
-the text. After a failover the new stream starts at the last voiced position of each
-pending utterance (``base``), so a worker position ``p`` is client position ``base + p``.
-
-`Connector` routes a session and opens its stream, at start and after a failure (then
-excluding the workers that failed it).
+`Link` is the session's current worker stream and its numbering (see `utterance.py` for
+how positions map). `Connector` routes a session and opens its stream, at start and after
+a failure (then excluding the workers that failed it). `Failover` replaces a failed
+stream: another worker gets every pending utterance from its voiced position; when no
+worker is left, or after ``max_failovers``, the session ends with the count of characters
+that were not spoken.
 """
 
 from __future__ import annotations
@@ -15,79 +14,27 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from duplex.audio.frames import PcmFrame
+from duplex.orchestrator.errors import DuplexError
 from duplex.orchestrator.metrics import OrchestratorMetrics
 from duplex.orchestrator.protocol import ErrorCode
 from duplex.orchestrator.router import Router
+from duplex.orchestrator.session.utterance import Utterance
 from duplex.orchestrator.worker_client import (
     UnknownModelError,
     WorkerCapacityError,
     WorkerClient,
     WorkerClients,
     WorkerError,
-    WorkerFrame,
     WorkerStream,
     WorkerStreamError,
     WorkerUtteranceEnd,
 )
 from duplex.routing import Decision, NoWorkerAvailable, SessionRequest
-from duplex.text import ClauseSegmenter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False)
-class Utterance:
-    """One client utterance: every position here is in the client's text."""
-
-    index: int
-    segmenter: ClauseSegmenter
-    text: str = ""
-    final: bool = False  # the client's final chunk arrived
-    ready: int = 0  # text[:ready] may go to the worker (a clause ended within it)
-    base: int = 0  # client position of the current stream's position 0
-    forwarded: int = 0  # text[:forwarded] went to the current stream
-    voiced: int = 0  # end of the last clause the worker finished voicing
-    worker_utt: int | None = None  # its number on the current stream, once text went there
-    final_sent: bool = False
-    done: bool = False  # ended by the worker, by STOP, or had nothing to voice
-    stopped: bool = False
-    first_text_at: float = field(default_factory=time.monotonic)
-    first_frame_queued: bool = False
-
-    @property
-    def unvoiced(self) -> int:
-        return 0 if self.done else len(self.text) - self.voiced
-
-    def take_chunk(self) -> tuple[str, bool] | None:
-        """The next chunk for the current stream and its is_final, or None (nothing to send).
-
-        An utterance whose stream has none of it yet never starts with blank text (the
-        worker refuses an empty first chunk, and whitespace has nothing to voice): a blank
-        final remainder completes it here instead.
-        """
-        if self.done or self.final_sent:
-            return None
-        end = len(self.text) if self.final else self.ready
-        chunk = self.text[self.forwarded : end]
-        if self.worker_utt is None and not chunk.strip():
-            if self.final:
-                self.voiced = len(self.text)
-                self.done = True
-            return None
-        if not chunk and not self.final:
-            return None
-        return chunk, self.final
-
-    def mark_sent(self, chunk: str, is_final: bool) -> None:
-        self.forwarded += len(chunk)
-        self.final_sent = is_final
-
-    def rebase(self) -> None:
-        """A new stream takes over: it gets the text from the voiced position on."""
-        self.base = self.forwarded = self.voiced
-        self.worker_utt = None
-        self.final_sent = False
 
 
 @dataclass(eq=False)
@@ -114,15 +61,18 @@ class Link:
         self.by_worker_utt[self.next_utt] = utt
         self.next_utt += 1
 
-    def frame_owner(self, frame: WorkerFrame) -> Utterance | None:
+    def frame_owner(self, frame: PcmFrame) -> Utterance | None:
         """The utterance a frame voices; None when it must be dropped (STOP came first)."""
-        utt = self.by_worker_utt.get(frame.utterance)
+        if frame.span is None:
+            raise WorkerStreamError(self.worker, "a frame without its text position")
+        utt = self.by_worker_utt.get(frame.span.utterance)
         return None if utt is None or utt.stopped else utt
 
-    def frame_queued(self, utt: Utterance, frame: WorkerFrame) -> None:
+    def frame_queued(self, utt: Utterance, frame: PcmFrame) -> None:
         """The frame is on its way to the client: the clause it ends counts as voiced."""
-        if frame.clause_end:
-            utt.voiced = utt.base + frame.text_end
+        assert frame.span is not None
+        if frame.span.clause_end:
+            utt.voiced = utt.base + frame.span.end
             self.partial_frames = 0
         else:
             self.partial_frames += 1
@@ -154,13 +104,8 @@ class Link:
 LOAD_TIMEOUT_S = 60.0  # a worker loading a model on demand (Kokoro takes seconds)
 
 
-class ConnectFailed(Exception):
+class ConnectFailed(DuplexError):
     """No worker took the session; ``code`` and ``message`` are what the client is told."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -238,6 +183,71 @@ class Connector:
         return Link(decision, client, stream, max_text_chars=info.max_text_chars)
 
 
-def unvoiced_chars(pending: Iterable[Utterance]) -> int:
-    """Characters received from the client that no worker has voiced."""
-    return sum(u.unvoiced for u in pending)
+class Linked(Protocol):
+    """What `Failover` needs of a session."""
+
+    session_id: str
+
+    @property
+    def link(self) -> Link | None: ...
+
+    async def detach(self, link: Link) -> None:
+        """Stop reading ``link``, drop its half-received clause, close it, release its route."""
+
+    async def connect(self, exclude: frozenset[str]) -> Link:
+        """Route and open a stream on a worker not in ``exclude``; ConnectFailed if none."""
+
+    async def attach(self, link: Link) -> None:
+        """Make ``link`` current: resend what is pending, start reading; WorkerError if not."""
+
+    async def fail(self, why: str) -> None:
+        """End the session: Error WORKER_FAILED with the characters not spoken."""
+
+
+class Failover:
+    """Replaces a session's failed worker stream, up to ``max_failovers`` times."""
+
+    def __init__(self, session: Linked, metrics: OrchestratorMetrics, max_failovers: int) -> None:
+        self._session = session
+        self._metrics = metrics
+        self._max = max_failovers
+        self._failed: set[str] = set()
+        self._count = 0
+
+    async def recover(self, failed: Link, reason: str) -> str | None:
+        """Replace ``failed`` (the session's lock is held); the new worker's name, or None
+        when the session ended (no worker left)."""
+        session = self._session
+        if failed is not session.link or failed.failed:
+            return None
+        first = failed.worker
+        link = failed
+        while True:
+            link.failed = True
+            self._failed.add(link.worker)
+            self._metrics.worker_errors_total.labels(worker=link.worker).inc()
+            log.warning(
+                "worker stream failed",
+                extra={"session_id": session.session_id, "worker": link.worker, "error": reason},
+            )
+            await session.detach(link)
+            self._count += 1
+            if self._count > self._max:
+                await session.fail(f"worker {first} failed ({reason}); no failovers left")
+                return None
+            try:
+                link = await session.connect(frozenset(self._failed))
+            except ConnectFailed as err:
+                await session.fail(f"worker {first} failed ({reason}); {err.message}")
+                return None
+            try:
+                await session.attach(link)
+            except WorkerError as err:
+                reason = str(err)
+                continue
+            self._metrics.failovers_total.inc()
+            log.info(
+                "session failed over",
+                extra={"session_id": session.session_id, "from": first, "to": link.worker},
+            )
+            return link.worker

@@ -1,0 +1,533 @@
+"""One client session: routing, the worker stream, utterances, pacing and interruption.
+
+Text: each client chunk goes through a ClauseSegmenter; when a clause completes, the text
+received so far goes to the worker (the text past the clause end too, so that the
+worker's own segmenter, with the same rules, can prove the same boundary: a CJK full
+stop or an over-long run needs the next character). The remainder follows with
+``is_final`` when the client's chunk is final. So the first clause is spoken before the
+client has finished its utterance.
+
+Audio: the receiver task reads the worker stream (typed `PcmFrame`s whose rate and size
+are checked) and queues them on the pacer with their client text positions; an
+utterance's AudioEnd is a pacer marker queued behind its last frame, and AudioEnds keep
+the client's utterance order.
+
+Interruption: `interrupt()` is the one way output stops early, for STOP and for barge-in.
+It silences the output within a frame (the pacer and the transport drop what they hold)
+and either ends every pending utterance (the worker is STOPped; their AudioEnds go at
+once, in order) or, for a barge-in that may prove false, holds the rest (the worker is
+PAUSEd) until `resume_output()` or another `interrupt()`.
+
+Failover: see `failover.py`; this class is the `Linked` session it works on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from duplex.audio.frames import PcmFrame, TextSpan, frame_bytes
+from duplex.orchestrator.errors import DuplexError
+from duplex.orchestrator.protocol import (
+    AudioEnd,
+    Control,
+    ControlCommand,
+    Error,
+    ErrorCode,
+    ServerMessage,
+    SessionStart,
+    SessionStarted,
+    TextChunk,
+    WorkerFailover,
+)
+from duplex.orchestrator.session.failover import (
+    ConnectFailed,
+    Connector,
+    Failover,
+    Link,
+    StreamSpec,
+)
+from duplex.orchestrator.session.heard import Heard, HeardTracker
+from duplex.orchestrator.session.pacer import Pacer
+from duplex.orchestrator.session.services import SessionServices
+from duplex.orchestrator.session.state import SessionState, StateEvent, StateMachine
+from duplex.orchestrator.session.utterance import Utterance, unvoiced_chars
+from duplex.orchestrator.transports.base import ClientChannel
+from duplex.orchestrator.worker_client import WorkerCommand, WorkerError, WorkerStreamError
+from duplex.routing import SessionRequest
+from duplex.text import ClauseSegmenter
+
+log = logging.getLogger(__name__)
+
+PACER_MAX_FRAMES = 250  # 5 s; the worker's own lead keeps the buffer far below this
+
+
+class SessionError(DuplexError):
+    """A request the session refuses; ``fatal`` means the session ends."""
+
+    def __init__(self, code: ErrorCode, message: str, *, fatal: bool) -> None:
+        super().__init__(code, message)
+        self.fatal = fatal
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where an interruption cut the output."""
+
+    heard: Heard | None
+    cut_at: float  # monotonic time the output went silent
+
+
+class Session:
+    """One client's session; its connection calls start / on_text / on_control / close."""
+
+    def __init__(self, session_id: str, channel: ClientChannel, services: SessionServices) -> None:
+        self.session_id = session_id
+        self.channel = channel
+        self._svc = services
+        self._cfg = services.config.session
+        self._request = SessionRequest(None, "en")
+        self._sample_rate = 48000
+        self._max_chars = self._cfg.max_text_chars
+        self._machine = StateMachine(session_id)
+        self._closed_reason: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending: collections.deque[Utterance] = collections.deque()  # AudioEnd not queued
+        self._open: Utterance | None = None  # the utterance taking the client's text
+        self._next_index = 0
+        self._ends_queued = 0  # AudioEnd markers in the pacer
+        self._link: Link | None = None
+        self._receiver: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # text forwarding, control and failover, one at a time
+        self._connector = Connector(services.router, services.clients, services.metrics)
+        self._failover = Failover(self, services.metrics, self._cfg.max_failovers)
+        self._heard = HeardTracker()
+        self._pacer = Pacer(
+            self._send_frame,
+            lead_ms=self._cfg.output_lead_ms,
+            max_buffer=PACER_MAX_FRAMES,
+            observe_lateness=services.metrics.frame_send_lateness_seconds.observe,
+            on_drained=self._refresh,
+            name=f"pacer:{session_id}",
+        )
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        return self._machine.state
+
+    @property
+    def worker(self) -> str | None:
+        """The worker serving the session now."""
+        return self._link.worker if self._link else None
+
+    @property
+    def link(self) -> Link | None:
+        return self._link
+
+    @property
+    def sample_rate(self) -> int:
+        return self._sample_rate
+
+    @property
+    def model(self) -> str:
+        return self._link.stream.opened.model_id if self._link else (self._request.model_id or "")
+
+    @property
+    def pacer_task(self) -> asyncio.Task[None] | None:
+        return self._pacer.task
+
+    async def wait_closed(self) -> str:
+        """The reason the session ended (by itself, or through `close`)."""
+        return await asyncio.shield(self._closed_reason)
+
+    def _owes_audio(self) -> bool:
+        # An utterance the client has not finished is not "speaking" by itself: a client that
+        # sends half a sentence and goes away must still reach the idle timeout.
+        owed = any(u.final and not u.done for u in self._pending)
+        return owed or self._ends_queued > 0 or self._pacer.buffered > 0
+
+    def _refresh(self) -> None:
+        """LISTENING <-> SPEAKING from what is owed to the client now."""
+        owed = self._owes_audio()
+        self._machine.fire(StateEvent.AUDIO_OWED if owed else StateEvent.AUDIO_DONE)
+
+    # -- client requests ------------------------------------------------------------------
+
+    async def start(self, msg: SessionStart) -> SessionStarted:
+        """Route, open the worker stream; raises SessionError on failure."""
+        if self.state is not SessionState.STARTING:
+            raise SessionError(ErrorCode.ALREADY_STARTED, "session already started", fatal=False)
+        self._request = SessionRequest(msg.model_id, msg.language, tuple(msg.capabilities))
+        self._sample_rate = msg.sample_rate
+        self._check_model(msg.model_id)
+        try:
+            link = await self.connect(frozenset(), attempts=self._cfg.max_failovers + 1)
+        except ConnectFailed as exc:
+            raise SessionError(exc.code, exc.message, fatal=True) from exc
+        self._link = link
+        self._machine.fire(StateEvent.STARTED)
+        self._pacer.start()
+        self._start_receiver(link)
+        return SessionStarted(self.session_id, self.model, link.worker, self._sample_rate)
+
+    async def on_text(self, msg: TextChunk) -> None:
+        """Add client text; raises SessionError(TEXT_TOO_LONG) and drops the chunk if too long."""
+        self._require_started()
+        async with self._lock:
+            if self.state is SessionState.CLOSED:
+                return
+            utt = self._open
+            have = len(utt.text) if utt else 0
+            if have + len(msg.text) > self._max_chars:
+                raise SessionError(
+                    ErrorCode.TEXT_TOO_LONG,
+                    f"utterance text would be {have + len(msg.text)} characters; "
+                    f"the limit is {self._max_chars} (chunk rejected)",
+                    fatal=False,
+                )
+            if utt is None:
+                utt = self._new_utterance()
+            utt.text += msg.text
+            clauses = utt.segmenter.push(msg.text) if msg.text else []
+            if msg.is_final:
+                clauses += utt.segmenter.finish()
+                utt.final = True
+                self._open = None
+            if clauses:
+                utt.ready = len(utt.text)
+            link = self._link
+            assert link is not None
+            try:
+                await self._forward(link, utt)
+            except WorkerError as err:
+                await self._recover(link, str(err))
+            self._queue_ends()
+            self._refresh()
+
+    async def on_control(self, msg: Control) -> None:
+        """PAUSE / RESUME take effect on the pacer at once; STOP is an `interrupt()`."""
+        self._require_started()
+        if msg.command is ControlCommand.STOP:
+            await self.interrupt(hold=False)
+            return
+        if msg.command is ControlCommand.PAUSE:
+            self._machine.fire(StateEvent.PAUSE)
+            self._pacer.pause()
+            command = WorkerCommand.PAUSE
+        else:
+            self._pacer.resume()
+            self._machine.fire(StateEvent.RESUME)
+            self._refresh()
+            command = WorkerCommand.RESUME
+        await self._worker_control(command)
+
+    async def interrupt(self, *, hold: bool, fade_ms: int = 0) -> Cut:
+        """Silence the output now; returns what the listener heard.
+
+        ``hold``: keep the unsent audio and PAUSE the worker (a barge-in that may prove
+        false; `resume_output()` or another `interrupt()` settles it). Otherwise every
+        pending utterance ends here and the worker is STOPped. ``fade_ms`` > 0 sends the next
+        frame faded to zero over that long as the last one, so the cut does not click.
+        """
+        self._require_started()
+        self._pacer.pause()  # from here no frame leaves the pacer
+        self._heard.unsend(self.channel.audio.clear())
+        faded = self._pacer.pop_next() if fade_ms > 0 else None
+        if faded is not None:
+            await self._send_frame(fade_out(faded, fade_ms))
+        cut = Cut(self._heard_now(), time.monotonic())
+        if hold:
+            self._machine.fire(StateEvent.BARGE_IN)
+            await self._worker_control(WorkerCommand.PAUSE)
+            return cut
+        self._pacer.clear()
+        self._pacer.resume()
+        for utt in self._pending:
+            utt.done = utt.stopped = True
+        self._open = None
+        if self._link is not None:
+            self._link.partial_frames = 0
+        self._queue_ends()
+        self._machine.fire(StateEvent.STOP)
+        self._refresh()
+        await self._worker_control(WorkerCommand.STOP)
+        return cut
+
+    async def resume_output(self) -> None:
+        """After a held interruption: the utterance goes on from the cut."""
+        if self.state is not SessionState.BARGED_IN:
+            return
+        self._pacer.resume()
+        self._machine.fire(StateEvent.BARGE_IN_RESUMED)
+        self._refresh()
+        await self._worker_control(WorkerCommand.RESUME)
+
+    async def say(self, text: str) -> None:
+        """Speak ``text`` as one whole utterance of the session's own (the spoken loop)."""
+        with contextlib.suppress(SessionError):
+            await self.on_text(TextChunk(text, is_final=True))
+
+    async def send(self, message: ServerMessage) -> None:
+        await self.channel.messages.send_message(message)
+
+    async def close(self, reason: str) -> None:
+        """End the session: tasks cancelled, worker stream closed, routing count released."""
+        if self.state is SessionState.CLOSED:
+            return
+        self._machine.fire(StateEvent.CLOSE)
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None and receiver is not asyncio.current_task():
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+        await self._pacer.aclose()
+        link, self._link = self._link, None
+        if link is not None:
+            await link.stream.close()
+            self._svc.router.release(link.decision)
+        if not self._closed_reason.done():
+            self._closed_reason.set_result(reason)
+        log.info("session closed", extra={"session_id": self.session_id, "reason": reason})
+
+    # -- helpers for the requests ---------------------------------------------------------
+
+    def _require_started(self) -> None:
+        if self.state is SessionState.STARTING:
+            raise SessionError(ErrorCode.NOT_STARTED, "send SessionStart first", fatal=False)
+
+    def _check_model(self, model_id: str | None) -> None:
+        workers = self._svc.router.workers()
+        if model_id is None or not workers:
+            return
+        known = sorted(
+            {m for w in workers.values() for m in w.available_models + w.resident_models}
+        )
+        if model_id not in known:
+            raise SessionError(
+                ErrorCode.UNKNOWN_MODEL,
+                f"unknown model_id {model_id!r}; known models: {', '.join(known)}",
+                fatal=True,
+            )
+
+    def _new_utterance(self) -> Utterance:
+        first_max = self._cfg.first_clause_max_chars or None
+        utt = Utterance(
+            index=self._next_index, segmenter=ClauseSegmenter(first_max_chars=first_max)
+        )
+        self._next_index += 1
+        self._open = utt
+        self._pending.append(utt)
+        return utt
+
+    def _heard_now(self) -> Heard | None:
+        texts = {u.index: u.text for u in self._pending}
+        current = self._pending[0].index if self._pending else None
+        return self._heard.heard(texts, current)
+
+    async def _worker_control(self, command: WorkerCommand) -> None:
+        async with self._lock:
+            link = self._link
+            if self.state is SessionState.CLOSED or link is None:
+                return
+            if command is WorkerCommand.RESUME:
+                link.last_progress = time.monotonic()
+            try:
+                await link.client.control(self.session_id, command, self._cfg.open_timeout_s)
+            except WorkerError as err:
+                # A dead worker is noticed (and replaced) by the receiver; the local half holds.
+                log.warning(
+                    "worker control failed",
+                    extra={"session_id": self.session_id, "worker": link.worker,
+                           "command": command.value, "error": str(err)},
+                )  # fmt: skip
+
+    async def _forward(self, link: Link, utt: Utterance) -> None:
+        chunk = utt.take_chunk()
+        if chunk is None:
+            return
+        text, is_final = chunk
+        if utt.worker_utt is None:
+            link.assign(utt)
+        await link.stream.send_text(text, is_final)
+        utt.mark_sent(text, is_final)
+        link.last_progress = time.monotonic()
+
+    def _queue_ends(self) -> None:
+        """Queue AudioEnd, in utterance order, for every leading utterance that is done."""
+        while self._pending and self._pending[0].done:
+            utt = self._pending.popleft()
+            self._ends_queued += 1
+            self._pacer.push_marker(functools.partial(self._audio_end, utt.index))
+
+    async def _audio_end(self, index: int) -> None:
+        self._ends_queued -= 1
+        self._heard.forget_before(index)
+        await self.send(AudioEnd(index))
+        self._refresh()
+
+    async def _send_frame(self, frame: PcmFrame) -> None:
+        await self.channel.audio.send(frame)
+        self._heard.sent(frame)
+        self._svc.metrics.frames_sent_total.inc()
+
+    # -- routing, opening and failover (the `Linked` side of `Failover`) -----------------
+
+    async def connect(self, exclude: frozenset[str], *, attempts: int = 1) -> Link:
+        """Route and open a stream (another worker when one refuses); ConnectFailed if none."""
+        spec = StreamSpec(
+            self.session_id,
+            self._request,
+            self._sample_rate,
+            self._cfg.worker_lead_ms,
+            self._cfg.open_timeout_s,
+        )
+        link = await self._connector.connect(spec, exclude=exclude, attempts=attempts)
+        if link.max_text_chars > 0:
+            # The worker refuses a longer utterance: keep the client's limit under it.
+            self._max_chars = min(self._cfg.max_text_chars, link.max_text_chars)
+        return link
+
+    async def detach(self, link: Link) -> None:
+        receiver = self._receiver
+        if receiver is not None and receiver is not asyncio.current_task():
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+            self._receiver = None
+        # Else this is the receiver itself: it stays referenced (so close() can cancel it)
+        # until the next receiver replaces it, and returns right after the failover.
+        # Frames of a clause the worker did not finish: the new worker says it again.
+        self._pacer.drop_tail(link.partial_frames)
+        link.partial_frames = 0
+        await link.stream.close()
+        self._svc.router.release(link.decision)
+        if self._link is link:
+            self._link = None
+
+    async def attach(self, link: Link) -> None:
+        self._link = link
+        if self.state in (SessionState.PAUSED, SessionState.BARGED_IN):
+            await link.client.control(self.session_id, WorkerCommand.PAUSE, 5.0)
+        for utt in list(self._pending):
+            utt.rebase()
+            await self._forward(link, utt)
+        self._queue_ends()
+        self._start_receiver(link)
+
+    async def fail(self, why: str) -> None:
+        lost = unvoiced_chars(self._pending)
+        await self._end_with_error(
+            ErrorCode.WORKER_FAILED,
+            f"{why}; {lost} characters of text were not spoken",
+            "worker_failed",
+        )
+
+    async def _recover(self, failed: Link, reason: str) -> None:
+        """Replace a failed stream (the lock is held); ends the session if none is left."""
+        if self.state is SessionState.CLOSED:
+            return
+        first = failed.worker
+        to = await self._failover.recover(failed, reason)
+        if to is not None:
+            await self.send(WorkerFailover(first, to))
+
+    # -- the receiver ---------------------------------------------------------------------
+
+    def _start_receiver(self, link: Link) -> None:
+        self._receiver = asyncio.create_task(
+            self._receive(link), name=f"session-receiver:{self.session_id}"
+        )
+
+    async def _receive(self, link: Link) -> None:
+        try:
+            await self._read_events(link)
+        except WorkerError as err:
+            async with self._lock:
+                await self._recover(link, str(err))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("session receiver failed", extra={"session_id": self.session_id})
+            await self._end_with_error(ErrorCode.INTERNAL, "internal error", "error")
+
+    async def _read_events(self, link: Link) -> None:
+        timeout = self._cfg.frame_timeout_s
+        expected = frame_bytes(self._sample_rate)
+        while True:
+            try:
+                event = await link.stream.next_event(timeout / 2)
+            except TimeoutError:
+                stalled = time.monotonic() - link.last_progress >= timeout
+                held = self.state in (SessionState.PAUSED, SessionState.BARGED_IN)
+                if stalled and not held and link.owes_audio(self._pending):
+                    raise WorkerStreamError(link.worker, f"no audio for {timeout}s") from None
+                continue
+            if event is None:
+                raise WorkerStreamError(link.worker, "stream ended")
+            link.last_progress = time.monotonic()
+            if isinstance(event, PcmFrame):
+                if event.sample_rate != self._sample_rate or len(event.pcm) != expected:
+                    raise WorkerStreamError(
+                        link.worker,
+                        f"a frame of {len(event.pcm)} bytes at {event.sample_rate} Hz; "
+                        f"expected {expected} bytes at {self._sample_rate} Hz",
+                    )
+                utt = link.frame_owner(event)
+                if utt is None:
+                    continue  # a frame already on its way when STOP came
+                await self._queue_frame(link, utt, event)
+            elif link.utterance_ended(event) is not None:
+                self._queue_ends()
+                self._refresh()
+
+    async def _queue_frame(self, link: Link, utt: Utterance, frame: PcmFrame) -> None:
+        span = frame.span
+        assert span is not None
+        client_span = TextSpan(utt.index, utt.base + span.start, utt.base + span.end,
+                               span.clause_end)  # fmt: skip
+        self._heard.arrived(client_span)
+        await self._pacer.push(PcmFrame(frame.pcm, frame.sample_rate, client_span))
+        link.frame_queued(utt, frame)
+        if not utt.first_frame_queued:
+            utt.first_frame_queued = True
+            self._pacer.push_marker(functools.partial(self._first_audio, utt))
+        self._refresh()
+
+    async def _first_audio(self, utt: Utterance) -> None:
+        if utt.stopped:
+            return
+        self._svc.metrics.first_audio_seconds.observe(time.monotonic() - utt.first_text_at)
+
+    async def _end_with_error(self, code: ErrorCode, message: str, reason: str) -> None:
+        """Let the audio already voiced play out, report the error, end the session."""
+        played = asyncio.Event()
+
+        async def mark() -> None:
+            played.set()
+
+        self._pacer.push_marker(mark)
+        budget = self._pacer.buffered * 0.02 + 1.0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(budget):
+                await played.wait()
+        with contextlib.suppress(Exception):
+            await self.send(Error(code, message))
+        await self.close(reason)
+
+
+def fade_out(frame: PcmFrame, fade_ms: int) -> PcmFrame:
+    """``frame`` ramped linearly to zero over its first ``fade_ms``, silent after."""
+    samples = frame.array().astype(np.float32)
+    ramp = max(1, frame.sample_rate * fade_ms // 1000)
+    gain = np.zeros(len(samples), dtype=np.float32)
+    n = min(ramp, len(samples))
+    gain[:n] = 1.0 - (1.0 + np.arange(n, dtype=np.float32)) / ramp
+    return PcmFrame((samples * gain).astype("<i2").tobytes(), frame.sample_rate, frame.span)
