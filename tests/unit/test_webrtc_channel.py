@@ -7,9 +7,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from aiortc.exceptions import InvalidStateError
-from duplex.orchestrator.protocol import AudioEnd, Error, ErrorCode, SessionEnded
+from duplex.orchestrator.protocol import AudioEnd, SessionEnded
 from duplex.orchestrator.transports.rtc_channel import ControlChannelSink, ControlInbox
 
 
@@ -43,19 +42,12 @@ class FakeChannel:
         return [json.loads(s)["type"] for s in self.sent]
 
 
-@pytest.fixture
-def errors() -> list[ErrorCode]:
-    return []
+def make_sink(**kw: float) -> ControlChannelSink:
+    return ControlChannelSink(**kw)
 
 
-def make_sink(errors: list[ErrorCode], **kw: float) -> ControlChannelSink:
-    return ControlChannelSink(errors.append, **kw)
-
-
-async def test_messages_said_before_the_channel_exists_go_out_in_order_once_open(
-    errors: list[ErrorCode],
-) -> None:
-    sink = make_sink(errors)
+async def test_messages_said_before_the_channel_exists_go_out_in_order_once_open() -> None:
+    sink = make_sink()
     await sink.send_message(AudioEnd(0))
     await sink.send_message(AudioEnd(1))
     channel = FakeChannel("connecting")
@@ -67,8 +59,8 @@ async def test_messages_said_before_the_channel_exists_go_out_in_order_once_open
     assert [json.loads(s)["utterance"] for s in channel.sent] == [0, 1, 2, 3]
 
 
-async def test_on_an_open_channel_a_message_is_its_json(errors: list[ErrorCode]) -> None:
-    sink = make_sink(errors)
+async def test_on_an_open_channel_a_message_is_its_json() -> None:
+    sink = make_sink()
     channel = FakeChannel()
     sink.attach(channel)  # type: ignore[arg-type]
     await sink.send_message(SessionEnded("client_end"))
@@ -76,10 +68,8 @@ async def test_on_an_open_channel_a_message_is_its_json(errors: list[ErrorCode])
     assert channel.bufferedAmountLowThreshold == 0
 
 
-async def test_a_closed_channel_marks_the_sink_broken_and_nothing_raises(
-    errors: list[ErrorCode],
-) -> None:
-    sink = make_sink(errors)
+async def test_a_closed_channel_marks_the_sink_broken_and_nothing_raises() -> None:
+    sink = make_sink()
     channel = FakeChannel("closed")
     sink.attach(channel)  # type: ignore[arg-type]
     await sink.send_message(AudioEnd(0))
@@ -88,8 +78,8 @@ async def test_a_closed_channel_marks_the_sink_broken_and_nothing_raises(
     assert channel.sent == []
 
 
-async def test_a_send_that_fails_marks_the_sink_broken(errors: list[ErrorCode]) -> None:
-    sink = make_sink(errors)
+async def test_a_send_that_fails_marks_the_sink_broken() -> None:
+    sink = make_sink()
     channel = FakeChannel()
     sink.attach(channel)  # type: ignore[arg-type]
 
@@ -101,16 +91,8 @@ async def test_a_send_that_fails_marks_the_sink_broken(errors: list[ErrorCode]) 
     assert sink.broken.is_set()
 
 
-async def test_error_messages_are_counted_by_code(errors: list[ErrorCode]) -> None:
-    sink = make_sink(errors)
-    sink.attach(FakeChannel())  # type: ignore[arg-type]
-    await sink.send_message(Error(ErrorCode.INVALID_MESSAGE, "no"))
-    await sink.send_message(AudioEnd(0))
-    assert errors == [ErrorCode.INVALID_MESSAGE]
-
-
-async def test_a_full_buffer_waits_until_it_empties(errors: list[ErrorCode]) -> None:
-    sink = make_sink(errors)
+async def test_a_full_buffer_waits_until_it_empties() -> None:
+    sink = make_sink()
     channel = FakeChannel()
     sink.attach(channel)  # type: ignore[arg-type]
     channel.bufferedAmount = 10 << 20
@@ -124,10 +106,8 @@ async def test_a_full_buffer_waits_until_it_empties(errors: list[ErrorCode]) -> 
     assert not sink.broken.is_set()
 
 
-async def test_a_buffer_that_never_empties_breaks_the_sink_at_the_deadline(
-    errors: list[ErrorCode],
-) -> None:
-    sink = make_sink(errors, send_timeout_s=0.1)
+async def test_a_buffer_that_never_empties_breaks_the_sink_at_the_deadline() -> None:
+    sink = make_sink(send_timeout_s=0.1)
     channel = FakeChannel()
     sink.attach(channel)  # type: ignore[arg-type]
     channel.bufferedAmount = 10 << 20
@@ -136,10 +116,8 @@ async def test_a_buffer_that_never_empties_breaks_the_sink_at_the_deadline(
     assert sink.broken.is_set() and channel.sent == []
 
 
-async def test_drain_returns_when_the_buffer_empties_or_at_its_limit(
-    errors: list[ErrorCode],
-) -> None:
-    sink = make_sink(errors)
+async def test_drain_returns_when_the_buffer_empties_or_at_its_limit() -> None:
+    sink = make_sink()
     channel = FakeChannel()
     sink.attach(channel)  # type: ignore[arg-type]
     channel.bufferedAmount = 100

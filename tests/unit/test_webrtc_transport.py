@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 from duplex.audio.frames import PcmFrame
 from duplex.orchestrator.config import OrchestratorConfig
+from duplex.orchestrator.errors import DuplexError
 from duplex.orchestrator.metrics import OrchestratorMetrics
 from duplex.orchestrator.protocol import (
     ClientMessage,
@@ -44,6 +45,7 @@ class FakeConnection:
     def __init__(self, channel: ClientChannel) -> None:
         self.channel = channel
         self.session_id: str | None = None
+        self.input_rate: int | None = None
         self.received: list[ClientMessage] = []
         self.audio: list[PcmFrame] = []
         self.rejected: list[ProtocolError] = []
@@ -58,6 +60,7 @@ class FakeConnection:
         self.received.append(message)
         if isinstance(message, SessionStart):
             self.session_id = f"s{id(self)}"
+            self.input_rate = 48000
             started = SessionStarted(self.session_id, "fake-model", "fake-worker", 48000)
             await self.channel.messages.send_message(started)
         elif isinstance(message, SessionEnd):
@@ -83,11 +86,6 @@ class FakeConnection:
         return self.end_reasons[0]
 
 
-class CapacityError(Exception):
-    code = ErrorCode.CAPACITY
-    message = "the orchestrator is at max_connections (1)"
-
-
 class FakeHub:
     def __init__(self, max_connections: int = 100) -> None:
         self.connections: list[FakeConnection] = []
@@ -95,7 +93,7 @@ class FakeHub:
 
     def open(self, channel: ClientChannel) -> FakeConnection:
         if sum(not c.ended for c in self.connections) >= self.max_connections:
-            raise CapacityError(CapacityError.message)
+            raise DuplexError(ErrorCode.CAPACITY, "the orchestrator is at max_connections")
         assert channel.kind is TransportKind.WEBRTC and channel.input_sample_rate == 48000
         connection = FakeConnection(channel)
         self.connections.append(connection)

@@ -17,12 +17,11 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
 
 from aiortc import RTCDataChannel
 from aiortc.exceptions import InvalidStateError
 
-from duplex.orchestrator.protocol import Error, ErrorCode, ServerMessage
+from duplex.orchestrator.protocol import ServerMessage
 
 _LOG = logging.getLogger(__name__)
 
@@ -40,10 +39,7 @@ MAX_INBOX = 256
 class ControlChannelSink:
     """The `MessageSink` of one WebRTC peer: `message.to_json()` on the `control` channel."""
 
-    def __init__(
-        self, on_error: Callable[[ErrorCode], None], *, send_timeout_s: float = _SEND_TIMEOUT_S
-    ) -> None:
-        self._on_error = on_error
+    def __init__(self, *, send_timeout_s: float = _SEND_TIMEOUT_S) -> None:
         self._send_timeout_s = send_timeout_s
         self._channel: RTCDataChannel | None = None
         self._pending: collections.deque[str] = collections.deque(maxlen=_MAX_PENDING)
@@ -75,8 +71,6 @@ class ControlChannelSink:
             self._send_now(channel, text)
 
     async def send_message(self, message: ServerMessage) -> None:
-        if isinstance(message, Error):
-            self._on_error(message.code)
         if self.broken.is_set():
             return
         text = message.to_json()

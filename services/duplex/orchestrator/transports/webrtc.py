@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute
 
 from duplex.audio.frames import PcmFrame
 from duplex.orchestrator.config import OrchestratorConfig, WebRtcConfig
+from duplex.orchestrator.errors import DuplexError
 from duplex.orchestrator.metrics import OrchestratorMetrics
 from duplex.orchestrator.protocol import (
     ErrorCode,
@@ -68,11 +69,6 @@ BINARY_REFUSED = (
 )
 
 
-def _capacity_refusal(exc: Exception) -> bool:
-    """The hub's `DuplexError(CAPACITY)`: every transport counts toward max_connections."""
-    return getattr(exc, "code", None) == ErrorCode.CAPACITY
-
-
 class WebRtcTransport:
     """WebRTC clients: signalling routes, and one session per peer connection."""
 
@@ -101,9 +97,6 @@ class WebRtcTransport:
         fields = {"status": exc.status, "reason": exc.reason, "why": exc.message}
         _LOG.info("webrtc offer refused", extra=fields)
 
-    def _count_error(self, code: ErrorCode) -> None:
-        self._metrics.protocol_errors_total.labels(code=code.value).inc()
-
     def _rtc_configuration(self) -> RTCConfiguration:
         cfg = self._config
         servers = [
@@ -127,17 +120,15 @@ class WebRtcTransport:
         check_offer(offer_sdp)
         peer_id = uuid.uuid4().hex
         tts = TtsTrack()
-        sink = ControlChannelSink(self._count_error)
+        sink = ControlChannelSink()
         channel = ClientChannel(TransportKind.WEBRTC, tts, sink, input_sample_rate=RTC_RATE)
         try:
             connection = self._hub.open(channel)
-        except Exception as exc:
-            if not _capacity_refusal(exc):
+        except DuplexError as exc:
+            # Every transport counts toward max_connections (the hub counts the refusal).
+            if exc.code is not ErrorCode.CAPACITY:
                 raise
-            self._count_error(ErrorCode.CAPACITY)
-            raise SignallingError(
-                503, "capacity", f"{getattr(exc, 'message', exc)}; try again later"
-            ) from None
+            raise SignallingError(503, "capacity", exc.message) from None
         peer = Peer(peer_id, RTCPeerConnection(self._rtc_configuration()), tts, sink, connection)
         self._peers[peer_id] = peer  # before any await, so that close_all sees it
         try:
@@ -243,8 +234,9 @@ class WebRtcTransport:
         connection = peer.connection
 
         async def deliver(frame: PcmFrame) -> None:
-            # Before SessionStart there is no session to listen; after the end, nobody.
-            if connection.session_id is not None and not connection.ended:
+            # A browser's mic flows from the moment ICE connects; until the session has
+            # started (routed, listening) nobody listens, and after its end nobody will.
+            if connection.input_rate is not None and not connection.ended:
                 await connection.receive_audio(frame)
 
         return deliver
