@@ -1,35 +1,70 @@
-"""Orchestrator configuration: the deployment guide's `orchestrator.yaml`, plus env overrides.
+"""The orchestrator's configuration: the deployment guide's `orchestrator.yaml`, then env overrides.
 
-Unknown keys are rejected (naming the key) so that a typo never silently falls back to a
-default. Environment variables override the file; they are read only here, through the
-`env` mapping passed in (so tests pass their own).
+```yaml
+transport:  {type, websocket: {host, port, max_connections, max_message_bytes, idle_timeout_s},
+             webrtc: {enabled, host_addresses, ice_servers, ice_username, ice_credential,
+                      connect_timeout_s}}
+routing:    {load_balancing_strategy, prefer_resident_models, resident_weight,
+             required_capabilities, worker_priority: [{adapter_type, priority}],
+             overflow_threshold}                                  (-> RoutingSettings)
+redis:      {url, reconcile_interval_ms, worker_ttl_ms}
+vad:        {aggressiveness, min_speech_duration_ms, min_silence_duration_ms, engine,
+             silero_threshold}
+session:    {output_lead_ms, worker_lead_ms, max_text_chars, first_clause_max_chars,
+             open_timeout_s, frame_timeout_s, max_failovers, allowed_sample_rates,
+             max_reference_audio_bytes}
+barge_in:   {enabled, policy, fade_ms, false_interruption_ms}
+tls:        {port, cert_file, key_file}
+asr:        {enabled, reply, timeout_s}
+auth:       {api_keys, require_on_loopback}
+```
+
+The loading itself is :mod:`duplex.configfile` (shared with the worker): unknown keys and
+wrongly typed values are errors naming the key, so a typo never falls back to a default.
+Each section checks its own ranges; :func:`_validate` holds the checks that span sections.
+Environment variables are read only here, through the `env` mapping passed in (tests pass
+their own); every override is listed in :data:`ENV_OVERRIDES` (the source of `.env.example`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
 
-import yaml
-
+from duplex.configfile import ConfigError as ConfigError
+from duplex.configfile import apply_env, build_section, read_yaml
 from duplex.orchestrator.protocol import ProtocolLimits
 from duplex.registry.records import PriorityRule, RoutingSettings, Strategy
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_BASE64_JSON_OVERHEAD = 1024  # room for the rest of a SessionStart around reference_audio
 
-class ConfigError(ValueError):
-    """The configuration file or an environment override is invalid."""
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
 
 
 @dataclass(frozen=True)
 class WebSocketConfig:
+    """The WebSocket API and the HTTP port it shares (pages, signalling, health)."""
+
     host: str = "0.0.0.0"
     port: int = 8080
     max_connections: int = 20
     max_message_bytes: int = 65536
     idle_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.port <= 65535, "transport.websocket.port must be within 0..65535")
+        _require(self.max_connections >= 1, "transport.websocket.max_connections must be >= 1")
+        _require(
+            self.max_message_bytes >= 1024,
+            "transport.websocket.max_message_bytes must be >= 1024",
+        )
+        _require(self.idle_timeout_s > 0, "transport.websocket.idle_timeout_s must be > 0")
 
 
 @dataclass(frozen=True)
@@ -46,19 +81,42 @@ class WebRtcConfig:
     # A peer not connected within this long is closed.
     connect_timeout_s: float = 15.0
 
+    def __post_init__(self) -> None:
+        _require(self.connect_timeout_s > 0, "transport.webrtc.connect_timeout_s must be > 0")
+
 
 @dataclass(frozen=True)
 class TransportConfig:
+    """The client-facing transports: the WebSocket API (the guide's `type`) and WebRTC."""
+
     type: str = "websocket"
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
 
+    def __post_init__(self) -> None:
+        # The guide's key names the primary transport; WebRTC rides beside it (its own section).
+        _require(
+            self.type == "websocket",
+            f"transport.type must be 'websocket' (WebRTC is set under transport.webrtc), "
+            f"got {self.type!r}",
+        )
+
 
 @dataclass(frozen=True)
 class RedisConfig:
+    """Where workers are discovered, and how often the full set is re-read."""
+
     url: str = "redis://localhost:6379"
     reconcile_interval_ms: int = 1000
     worker_ttl_ms: int = 15000
+
+    def __post_init__(self) -> None:
+        _require(
+            self.url.startswith(_REDIS_SCHEMES),
+            "redis.url must start with redis://, rediss:// or unix://",
+        )
+        _require(self.reconcile_interval_ms > 0, "redis.reconcile_interval_ms must be > 0")
+        _require(self.worker_ttl_ms > 0, "redis.worker_ttl_ms must be > 0")
 
 
 @dataclass(frozen=True)
@@ -71,6 +129,18 @@ class VadConfig:
     engine: str = "webrtc"  # webrtc | silero (noise-robust)
     silero_threshold: float = 0.5
 
+    def __post_init__(self) -> None:
+        _require(0 <= self.aggressiveness <= 3, "vad.aggressiveness must be within 0..3")
+        _require(
+            self.min_speech_duration_ms >= 20 and self.min_silence_duration_ms >= 20,
+            "vad.min_speech_duration_ms and vad.min_silence_duration_ms must be >= 20",
+        )
+        _require(
+            self.engine in ("webrtc", "silero"),
+            f"vad.engine must be 'webrtc' or 'silero', got {self.engine!r}",
+        )
+        _require(0 < self.silero_threshold < 1, "vad.silero_threshold must be within (0, 1)")
+
 
 @dataclass(frozen=True)
 class BargeInConfig:
@@ -81,6 +151,14 @@ class BargeInConfig:
     fade_ms: int = 10  # the last frame sent fades to zero over this long (no click)
     false_interruption_ms: int = 1500  # resume: speech this short (and no words) resumes
 
+    def __post_init__(self) -> None:
+        _require(
+            self.policy in ("stop", "resume"),
+            f"barge_in.policy must be 'stop' or 'resume', got {self.policy!r}",
+        )
+        _require(0 <= self.fade_ms <= 20, "barge_in.fade_ms must be within 0..20")
+        _require(self.false_interruption_ms >= 0, "barge_in.false_interruption_ms must be >= 0")
+
 
 @dataclass(frozen=True)
 class TlsConfig:
@@ -90,6 +168,13 @@ class TlsConfig:
     cert_file: str = ""
     key_file: str = ""
 
+    def __post_init__(self) -> None:
+        _require(0 <= self.port <= 65535, "tls.port must be within 0..65535")
+        _require(
+            bool(self.cert_file) == bool(self.key_file),
+            "tls.cert_file and tls.key_file go together: set both or neither",
+        )
+
 
 @dataclass(frozen=True)
 class AsrConfig:
@@ -98,6 +183,13 @@ class AsrConfig:
     enabled: bool = False
     reply: str = "none"  # none | echo (speak the transcript back)
     timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _require(
+            self.reply in ("none", "echo"),
+            f"asr.reply must be 'none' or 'echo', got {self.reply!r}",
+        )
+        _require(self.timeout_s > 0, "asr.timeout_s must be > 0")
 
 
 @dataclass(frozen=True)
@@ -112,6 +204,8 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class SessionConfig:
+    """Per-session limits, lead times and failover."""
+
     output_lead_ms: int = 60
     worker_lead_ms: int = 200
     max_text_chars: int = 5000
@@ -125,12 +219,82 @@ class SessionConfig:
     allowed_sample_rates: tuple[int, ...] = (16000, 24000, 48000)
     max_reference_audio_bytes: int = 48000
 
+    def __post_init__(self) -> None:
+        _require(
+            self.output_lead_ms >= 0 and self.worker_lead_ms >= 0,
+            "session.output_lead_ms and session.worker_lead_ms must be >= 0",
+        )
+        _require(self.max_text_chars >= 1, "session.max_text_chars must be >= 1")
+        _require(self.first_clause_max_chars >= 0, "session.first_clause_max_chars must be >= 0")
+        _require(
+            self.open_timeout_s > 0 and self.frame_timeout_s > 0,
+            "session.open_timeout_s and session.frame_timeout_s must be > 0",
+        )
+        _require(self.max_failovers >= 0, "session.max_failovers must be >= 0")
+        _require(
+            bool(self.allowed_sample_rates) and all(r > 0 for r in self.allowed_sample_rates),
+            "session.allowed_sample_rates must be a non-empty list of positive rates",
+        )
+        _require(
+            self.max_reference_audio_bytes >= 0, "session.max_reference_audio_bytes must be >= 0"
+        )
+
+
+@dataclass(frozen=True)
+class PriorityRuleSection:
+    """One `routing.worker_priority` entry as written in the YAML file."""
+
+    adapter_type: str
+    priority: int  # 1 is tried first
+
+    def __post_init__(self) -> None:
+        # A ValueError (not ConfigError): the loader prefixes the entry's path, which only it
+        # knows ("routing.worker_priority[1]").
+        if not self.adapter_type.strip():
+            raise ValueError("adapter_type must not be empty")
+        if self.priority < 1:
+            raise ValueError(f"priority must be an integer >= 1, got {self.priority}")
+
+
+@dataclass(frozen=True)
+class RoutingSection:
+    """The `routing:` section as written in the YAML file (the guide's key names).
+
+    The router works on :class:`RoutingSettings` (also what the console writes to Redis);
+    :meth:`settings` converts.
+    """
+
+    load_balancing_strategy: Strategy = Strategy.LEAST_LOADED
+    prefer_resident_models: bool = True
+    resident_weight: float = 0.8
+    required_capabilities: tuple[str, ...] = ()
+    worker_priority: tuple[PriorityRuleSection, ...] = ()
+    overflow_threshold: int = 5
+
+    def __post_init__(self) -> None:
+        _require(self.resident_weight >= 0, "routing.resident_weight must be >= 0")
+        _require(self.overflow_threshold >= 0, "routing.overflow_threshold must be >= 0")
+
+    def settings(self) -> RoutingSettings:
+        return RoutingSettings(
+            strategy=self.load_balancing_strategy,
+            prefer_resident_models=self.prefer_resident_models,
+            resident_weight=self.resident_weight,
+            required_capabilities=self.required_capabilities,
+            worker_priority=tuple(
+                PriorityRule(adapter_type=r.adapter_type, priority=r.priority)
+                for r in self.worker_priority
+            ),
+            overflow_threshold=self.overflow_threshold,
+        )
+
 
 @dataclass(frozen=True)
 class OrchestratorConfig:
     """Everything `python -m duplex.orchestrator` needs."""
 
     transport: TransportConfig = field(default_factory=TransportConfig)
+    # Read from the file as a RoutingSection (the guide's key names), then converted.
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     redis: RedisConfig = field(default_factory=RedisConfig)
     vad: VadConfig = field(default_factory=VadConfig)
@@ -149,7 +313,6 @@ class OrchestratorConfig:
         )
 
 
-# Environment variable -> (section path, key). Documented in .env.example.
 ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
         "REDIS_URL": ("redis", "url"),
@@ -171,287 +334,28 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
         "API_KEYS": ("auth", "api_keys"),
     }
 )
-
-_BASE64_JSON_OVERHEAD = 1024  # room for the rest of a SessionStart around reference_audio
+"""Environment variable -> (section path, key). Lists are comma-separated; booleans are
+true/false, 1/0, yes/no or on/off. Documented in `.env.example`."""
 
 
 def load_orchestrator_config(path: Path | None, env: Mapping[str, str]) -> OrchestratorConfig:
     """Read `path` (None: defaults only), apply env overrides, validate; raises ConfigError."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        raw = loaded or {}
-    for var, (section, key) in ENV_OVERRIDES.items():
-        # An empty variable means "not set" (as in .env.example), never an empty value.
-        if env.get(var, "").strip():
-            node = raw
-            for part in section.split("."):
-                child = node.get(part)
-                if child is None:
-                    child = node[part] = {}
-                elif not isinstance(child, dict):
-                    raise ConfigError(f"{section}: must be a mapping")
-                node = child
-            node[key] = _EnvValue(var, env[var])
-    config = _build(raw)
+    raw = apply_env(read_yaml(path) if path is not None else {}, env, ENV_OVERRIDES)
+    # routing: is read with the file's own schema; every other section is its dataclass.
+    routing = build_section(RoutingSection, raw.pop("routing", None), "routing")
+    config = replace(build_section(OrchestratorConfig, raw), routing=routing.settings())
     _validate(config)
     return config
 
 
-@dataclass(frozen=True)
-class _EnvValue:
-    """A string from the environment, converted to the key's type with the variable named."""
-
-    var: str
-    text: str
-
-
-_T = TypeVar("_T")
-
-
-def _build(raw: Mapping[str, Any]) -> OrchestratorConfig:
-    sections = {"transport", "routing", "redis", "vad", "session", "barge_in", "tls", "asr", "auth"}
-    _reject_unknown(raw, "", sections)
-    transport_raw = _section(raw, "transport")
-    _reject_unknown(transport_raw, "transport", {"type", "websocket", "webrtc"})
-    transport = TransportConfig(
-        type=_value(transport_raw, "transport", "type", str, "websocket"),
-        websocket=_dataclass(WebSocketConfig, _section(transport_raw, "websocket"), "transport."),
-        webrtc=_dataclass(WebRtcConfig, _section(transport_raw, "webrtc"), "transport."),
-    )
-    return OrchestratorConfig(
-        transport=transport,
-        routing=_routing(_section(raw, "routing")),
-        redis=_dataclass(RedisConfig, _section(raw, "redis"), ""),
-        vad=_dataclass(VadConfig, _section(raw, "vad"), ""),
-        session=_dataclass(SessionConfig, _section(raw, "session"), ""),
-        barge_in=_section_of(BargeInConfig, raw, "barge_in"),
-        tls=_section_of(TlsConfig, raw, "tls"),
-        asr=_section_of(AsrConfig, raw, "asr"),
-        auth=_section_of(AuthConfig, raw, "auth"),
-    )
-
-
-def _section_of(cls: type[_T], raw: Mapping[str, Any], name: str) -> _T:
-    return _dataclass(cls, _section(raw, name), "", name=name)
-
-
-def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = raw.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{name}: must be a mapping")
-    return value
-
-
-def _reject_unknown(raw: Mapping[str, Any], where: str, known: set[str]) -> None:
-    for key in raw:
-        if key not in known:
-            prefix = f"{where}." if where else ""
-            raise ConfigError(
-                f"unknown key {prefix}{key}; known keys here: {', '.join(sorted(known))}"
-            )
-
-
-def _dataclass(cls: type[_T], raw: Mapping[str, Any], prefix: str, name: str = "") -> _T:
-    name = prefix + (name or cls.__name__.removesuffix("Config").lower())
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-    _reject_unknown(raw, name, set(known))
-    default = cls()
-    values: dict[str, Any] = {}
-    for key in raw:
-        current = getattr(default, key)
-        kind: type[Any] = type(current)
-        if isinstance(current, tuple):
-            item = next((f.type for f in fields(cls) if f.name == key), "")  # type: ignore[arg-type]
-            if "str" in str(item):
-                values[key] = _str_tuple(raw[key], f"{name}.{key}")
-            else:
-                values[key] = _int_tuple(raw[key], f"{name}.{key}")
-        else:
-            values[key] = _value(raw, name, key, kind, current)
-    return replace(default, **values)  # type: ignore[type-var]
-
-
-def _value(raw: Mapping[str, Any], where: str, key: str, kind: type[_T], default: _T) -> _T:
-    if key not in raw or raw[key] is None:
-        return default
-    value = raw[key]
-    label = f"{where}.{key}"
-    if isinstance(value, _EnvValue):
-        return _from_env(value, kind, label)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)  # type: ignore[return-value]
-    if kind is int and isinstance(value, bool):
-        raise ConfigError(f"{label}: expected an integer, got {value!r}")
-    if not isinstance(value, kind):
-        raise ConfigError(f"{label}: expected {_type_name(kind)}, got {value!r}")
-    return value
-
-
-def _env_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(text)
-
-
-def _from_env(value: _EnvValue, kind: type[_T], label: str) -> _T:
-    converters: dict[type[Any], Callable[[str], Any]] = {
-        str: str,
-        int: int,
-        float: float,
-        bool: _env_bool,
-    }
-    try:
-        return converters[kind](value.text.strip())  # type: ignore[no-any-return]
-    except (ValueError, KeyError):
-        raise ConfigError(
-            f"{value.var}={value.text!r} (for {label}): expected {_type_name(kind)}"
-        ) from None
-
-
-def _type_name(kind: type[Any]) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
-        kind, kind.__name__
-    )
-
-
-def _str_tuple(value: Any, label: str) -> tuple[str, ...]:
-    if isinstance(value, _EnvValue):
-        return tuple(part.strip() for part in value.text.split(",") if part.strip())
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{label}: expected a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def _int_tuple(value: Any, label: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        raise ConfigError(f"{label}: expected a list of integers, got {value!r}")
-    return tuple(value)
-
-
-def _routing(raw: Mapping[str, Any]) -> RoutingSettings:
-    known = {
-        "prefer_resident_models",
-        "load_balancing_strategy",
-        "resident_weight",
-        "required_capabilities",
-        "worker_priority",
-        "overflow_threshold",
-    }
-    _reject_unknown(raw, "routing", known)
-    default = RoutingSettings()
-    name = _value(raw, "routing", "load_balancing_strategy", str, default.strategy.value)
-    try:
-        strategy = Strategy(name)
-    except ValueError:
-        allowed = ", ".join(s.value for s in Strategy)
-        raise ConfigError(
-            f"routing.load_balancing_strategy: unknown strategy {name!r}; use one of: {allowed}"
-        ) from None
-    required = raw.get("required_capabilities") or []
-    if not isinstance(required, list) or not all(isinstance(c, str) for c in required):
-        raise ConfigError(
-            f"routing.required_capabilities: expected a list of strings, got {required!r}"
-        )
-    return RoutingSettings(
-        strategy=strategy,
-        prefer_resident_models=_value(
-            raw, "routing", "prefer_resident_models", bool, default.prefer_resident_models
-        ),
-        resident_weight=_value(raw, "routing", "resident_weight", float, default.resident_weight),
-        required_capabilities=tuple(required),
-        worker_priority=_priority_rules(raw.get("worker_priority") or []),
-        overflow_threshold=_value(
-            raw, "routing", "overflow_threshold", int, default.overflow_threshold
-        ),
-    )
-
-
-def _priority_rules(value: Any) -> tuple[PriorityRule, ...]:
-    label = "routing.worker_priority"
-    if not isinstance(value, list):
-        raise ConfigError(f"{label}: expected a list of {{adapter_type, priority}}")
-    rules = []
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise ConfigError(f"{label}[{i}]: expected a mapping with adapter_type and priority")
-        _reject_unknown(item, f"{label}[{i}]", {"adapter_type", "priority"})
-        adapter = item.get("adapter_type")
-        priority = item.get("priority")
-        if not isinstance(adapter, str) or not adapter:
-            raise ConfigError(f"{label}[{i}].adapter_type: expected a non-empty string")
-        if not isinstance(priority, int) or isinstance(priority, bool) or priority < 1:
-            raise ConfigError(f"{label}[{i}].priority: expected an integer >= 1")
-        rules.append(PriorityRule(adapter_type=adapter, priority=priority))
-    return tuple(rules)
-
-
 def _validate(config: OrchestratorConfig) -> None:
+    """Checks that span sections (each section checks its own values)."""
     ws = config.transport.websocket
-    s = config.session
-    checks: list[tuple[bool, str]] = [
-        (config.transport.type == "websocket", "transport.type: only 'websocket' is supported"),
-        (0 <= ws.port <= 65535, "transport.websocket.port: must be within 0..65535"),
-        (ws.max_connections >= 1, "transport.websocket.max_connections: must be >= 1"),
-        (ws.max_message_bytes >= 1024, "transport.websocket.max_message_bytes: must be >= 1024"),
-        (ws.idle_timeout_s > 0, "transport.websocket.idle_timeout_s: must be > 0"),
-        (
-            config.redis.url.startswith(("redis://", "rediss://", "unix://")),
-            "redis.url: must start with redis://, rediss:// or unix://",
-        ),
-        (config.redis.reconcile_interval_ms > 0, "redis.reconcile_interval_ms: must be > 0"),
-        (config.redis.worker_ttl_ms > 0, "redis.worker_ttl_ms: must be > 0"),
-        (0 <= config.vad.aggressiveness <= 3, "vad.aggressiveness: must be within 0..3"),
-        (config.vad.engine in ("webrtc", "silero"), "vad.engine: must be webrtc or silero"),
-        (0 < config.vad.silero_threshold < 1, "vad.silero_threshold: must be within (0, 1)"),
-        (
-            config.vad.min_speech_duration_ms >= 20 and config.vad.min_silence_duration_ms >= 20,
-            "vad: min_speech_duration_ms and min_silence_duration_ms must be >= 20",
-        ),
-        (config.barge_in.policy in ("stop", "resume"), "barge_in.policy: must be stop or resume"),
-        (0 <= config.barge_in.fade_ms <= 20, "barge_in.fade_ms: must be within 0..20"),
-        (config.barge_in.false_interruption_ms >= 0, "barge_in.false_interruption_ms: >= 0"),
-        (config.transport.webrtc.connect_timeout_s > 0, "transport.webrtc.connect_timeout_s: > 0"),
-        (0 <= config.tls.port <= 65535, "tls.port: must be within 0..65535"),
-        (
-            bool(config.tls.cert_file) == bool(config.tls.key_file),
-            "tls: cert_file and key_file go together",
-        ),
-        (config.asr.reply in ("none", "echo"), "asr.reply: must be none or echo"),
-        (config.asr.timeout_s > 0, "asr.timeout_s: must be > 0"),
-        (config.routing.resident_weight >= 0, "routing.resident_weight: must be >= 0"),
-        (config.routing.overflow_threshold >= 0, "routing.overflow_threshold: must be >= 0"),
-        (s.output_lead_ms >= 0 and s.worker_lead_ms >= 0, "session: lead times must be >= 0"),
-        (s.max_text_chars >= 1, "session.max_text_chars: must be >= 1"),
-        (s.open_timeout_s > 0 and s.frame_timeout_s > 0, "session: timeouts must be > 0"),
-        (s.max_failovers >= 0, "session.max_failovers: must be >= 0"),
-        (s.first_clause_max_chars >= 0, "session.first_clause_max_chars: must be >= 0"),
-        (
-            bool(s.allowed_sample_rates) and all(r > 0 for r in s.allowed_sample_rates),
-            "session.allowed_sample_rates: must be a non-empty list of positive rates",
-        ),
-        (s.max_reference_audio_bytes >= 0, "session.max_reference_audio_bytes: must be >= 0"),
-        (
-            4 * ((s.max_reference_audio_bytes + 2) // 3) + _BASE64_JSON_OVERHEAD
-            <= ws.max_message_bytes,
-            "session.max_reference_audio_bytes: its base64 form must fit within "
-            "transport.websocket.max_message_bytes (raise both together)",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    session = config.session
+    # reference_audio travels base64-encoded inside one SessionStart message.
+    encoded = 4 * ((session.max_reference_audio_bytes + 2) // 3) + _BASE64_JSON_OVERHEAD
+    _require(
+        encoded <= ws.max_message_bytes,
+        "session.max_reference_audio_bytes: its base64 form must fit within "
+        "transport.websocket.max_message_bytes (raise both together)",
+    )
