@@ -106,6 +106,8 @@ class Utterance:
     frames: list[bytes] = field(default_factory=list)
     first_frame_at: float | None = None
     ended_at: float | None = None
+    # Frames received when a message type first arrived while this utterance was playing.
+    marks: dict[str, int] = field(default_factory=dict)
 
     @property
     def duration_ms(self) -> int:
@@ -211,6 +213,8 @@ class Client:
                 else:
                     message = json.loads(raw)
                     self.got.messages.append(message)
+                    current = self.got.utterance(self.got.current)
+                    current.marks.setdefault(message["type"], len(current.frames))
                     if message["type"] == "AudioEnd":
                         self.got.utterance(int(message["utterance"])).ended_at = now
                         self.got.current = int(message["utterance"]) + 1

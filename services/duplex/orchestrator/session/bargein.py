@@ -37,7 +37,8 @@ from duplex.orchestrator.protocol import (
     HeardPrecision,
     Transcript,
 )
-from duplex.orchestrator.session.core import Session
+from duplex.orchestrator.session.core import Cut, Session
+from duplex.orchestrator.session.heard import Heard
 from duplex.orchestrator.session.state import SessionState
 
 log = logging.getLogger(__name__)
@@ -136,38 +137,45 @@ class Listener:
         if not self._settings.enabled or session.state is not SessionState.SPEAKING:
             return
         hold = self._settings.policy is BargeInPolicy.RESUME
-        cut = await session.interrupt(hold=hold, fade_ms=self._settings.fade_ms)
         detect_s = max(0.0, (event.decided_ms - event.onset_ms) / 1000)
-        cut_s = max(0.0, cut.cut_at - received)
-        labels = {"transport": self._transport, "policy": self._settings.policy.value}
-        self._metrics.barge_ins_total.labels(**labels).inc()
-        self._metrics.barge_in_detect_seconds.labels(transport=self._transport).observe(detect_s)
-        self._metrics.barge_in_cut_seconds.labels(transport=self._transport).observe(cut_s)
-        heard = cut.heard
-        await session.send(
-            BargeIn(
-                utterance=heard.utterance if heard else 0,
-                at_ms=heard.at_ms if heard else 0,
-                heard_chars=heard.chars if heard else 0,
-                heard_text=heard.text if heard else "",
-                heard_precision=heard.precision if heard else HeardPrecision.CLAUSE,
-                latency_ms=round((detect_s + cut_s) * 1000, 1),
+
+        async def announce(cut: Cut) -> None:
+            cut_s = max(0.0, cut.cut_at - received)
+            self._observe(detect_s, cut_s)
+            heard = cut.heard or Heard(0, 0, 0, "", HeardPrecision.CLAUSE)
+            await session.send(
+                BargeIn(
+                    utterance=heard.utterance,
+                    at_ms=heard.at_ms,
+                    heard_chars=heard.chars,
+                    heard_text=heard.text,
+                    heard_precision=heard.precision,
+                    latency_ms=round((detect_s + cut_s) * 1000, 1),
+                )
             )
-        )
-        log.info(
-            "barge-in",
-            extra={"session_id": session.session_id, "policy": self._settings.policy.value,
-                   "heard_chars": heard.chars if heard else 0,
-                   "detect_ms": round(detect_s * 1000, 1), "cut_ms": round(cut_s * 1000, 2)},
-        )  # fmt: skip
+            log.info(
+                "barge-in",
+                extra={"session_id": session.session_id, "policy": self._settings.policy.value,
+                       "heard_chars": heard.chars, "detect_ms": round(detect_s * 1000, 1),
+                       "cut_ms": round(cut_s * 1000, 2)},
+            )  # fmt: skip
+            if not hold:
+                await session.send(BargeInEnd(resumed=False))
+
+        await session.interrupt(hold=hold, fade_ms=self._settings.fade_ms, announce=announce)
         if not hold:
-            await session.send(BargeInEnd(resumed=False))
             return
         self._barged = True
         wait_s = max(0.0, self._settings.false_interruption_ms / 1000 - detect_s)
         self._timer = asyncio.create_task(
             self._real_after(wait_s), name=f"barge-in-timer:{session.session_id}"
         )
+
+    def _observe(self, detect_s: float, cut_s: float) -> None:
+        labels = {"transport": self._transport, "policy": self._settings.policy.value}
+        self._metrics.barge_ins_total.labels(**labels).inc()
+        self._metrics.barge_in_detect_seconds.labels(transport=self._transport).observe(detect_s)
+        self._metrics.barge_in_cut_seconds.labels(transport=self._transport).observe(cut_s)
 
     async def _real_after(self, wait_s: float) -> None:
         """Speech still going on after ``false_interruption_ms``: a real interruption."""
@@ -205,15 +213,22 @@ class Listener:
         timer, self._timer = self._timer, None
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()
-        if self._session.state is SessionState.BARGED_IN:
-            if resumed:
-                await self._session.resume_output()
-            else:
-                await self._session.interrupt(hold=False)
         self._metrics.barge_in_outcomes_total.labels(
             outcome="resumed" if resumed else "stopped"
         ).inc()
-        await self._session.send(BargeInEnd(resumed=resumed))
+        session = self._session
+        end = BargeInEnd(resumed=resumed)
+        if session.state is not SessionState.BARGED_IN:
+            await session.send(end)
+        elif resumed:
+            await session.send(end)
+            await session.resume_output()
+        else:
+
+            async def announce(cut: Cut) -> None:
+                await session.send(end)
+
+            await session.interrupt(hold=False, announce=announce)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=f"{name}:{self._session.session_id}")

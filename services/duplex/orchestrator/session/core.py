@@ -29,6 +29,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -229,13 +230,20 @@ class Session:
             command = WorkerCommand.RESUME
         await self._worker_control(command)
 
-    async def interrupt(self, *, hold: bool, fade_ms: int = 0) -> Cut:
+    async def interrupt(
+        self,
+        *,
+        hold: bool,
+        fade_ms: int = 0,
+        announce: Callable[[Cut], Awaitable[None]] | None = None,
+    ) -> Cut:
         """Silence the output now; returns what the listener heard.
 
         ``hold``: keep the unsent audio and PAUSE the worker (a barge-in that may prove
         false; `resume_output()` or another `interrupt()` settles it). Otherwise every
         pending utterance ends here and the worker is STOPped. ``fade_ms`` > 0 sends the next
         frame faded to zero over that long as the last one, so the cut does not click.
+        ``announce`` runs once the output is silent, before any AudioEnd the cut causes.
         """
         self._require_started()
         self._pacer.pause()  # from here no frame leaves the pacer
@@ -244,6 +252,8 @@ class Session:
         if faded is not None:
             await self._send_frame(fade_out(faded, fade_ms))
         cut = Cut(self._heard_now(), time.monotonic())
+        if announce is not None:
+            await announce(cut)
         if hold:
             self._machine.fire(StateEvent.BARGE_IN)
             await self._worker_control(WorkerCommand.PAUSE)
