@@ -1,4 +1,4 @@
-"""The WebSocket wire protocol: parsing, validation, error codes and JSON round trips."""
+"""The client protocol: parsing, validation, error codes and JSON round trips."""
 
 from __future__ import annotations
 
@@ -9,13 +9,19 @@ from typing import Any
 import pytest
 from duplex.audio.frames import PcmFrame
 from duplex.audio.wav import encode_wav
+from duplex.orchestrator import errors
 from duplex.orchestrator.protocol import (
     AudioEnd,
+    BargeIn,
+    BargeInEnd,
+    BargeInOptions,
+    BargeInPolicy,
     ClientMessage,
     Control,
     ControlCommand,
     Error,
     ErrorCode,
+    HeardPrecision,
     ProtocolError,
     ProtocolLimits,
     SessionEnd,
@@ -23,6 +29,7 @@ from duplex.orchestrator.protocol import (
     SessionStart,
     SessionStarted,
     TextChunk,
+    Transcript,
     WorkerFailover,
     parse_client_message,
     parse_server_message,
@@ -70,7 +77,7 @@ def test_session_start_capabilities_and_reference_audio_decode() -> None:
 
 
 def test_text_chunk_and_control_and_session_end_parse() -> None:
-    """Each other client message type parses into its dataclass."""
+    """Each other client message type parses into its message class."""
     assert parse({"type": "TextChunk", "text": "Hi.", "is_final": True}) == TextChunk("Hi.", True)
     assert parse({"type": "TextChunk", "text": "Hi"}) == TextChunk("Hi", False)
     assert parse({"type": "Control", "command": "PAUSE"}) == Control(ControlCommand.PAUSE)
@@ -222,6 +229,18 @@ def test_default_reference_audio_cap_fits_in_the_default_message_size() -> None:
         Error(code=ErrorCode.NO_WORKER_AVAILABLE, message="no worker speaks xx"),
         WorkerFailover(from_worker="a", to_worker="b"),
         SessionEnded(reason="idle_timeout"),
+        BargeIn(
+            utterance=2,
+            at_ms=1340,
+            heard_chars=17,
+            heard_text="Hello there, how ",
+            heard_precision=HeardPrecision.ESTIMATE,
+            latency_ms=31.5,
+        ),
+        BargeInEnd(resumed=True),
+        BargeInEnd(resumed=False),
+        Transcript(text="stop please", utterance=1),
+        Transcript(text="hello"),
     ],
 )
 def test_server_messages_round_trip_through_json(message: Any) -> None:
@@ -249,7 +268,7 @@ _json_values = st.recursive(
 _type_names = st.sampled_from(["SessionStart", "TextChunk", "Control", "SessionEnd", "Other"])
 _field_names = st.sampled_from(
     ["model_id", "language", "sample_rate", "capabilities", "reference_audio", "text",
-     "is_final", "command", "extra"]
+     "is_final", "command", "input_sample_rate", "barge_in", "extra"]
 )  # fmt: skip
 _message_like = st.builds(
     lambda kind, body: {"type": kind, **body},
@@ -294,6 +313,16 @@ _valid_messages: st.SearchStrategy[ClientMessage] = st.one_of(
             PcmFrame,
             pcm=st.binary(max_size=400).map(lambda b: b[: len(b) // 2 * 2]),
             sample_rate=st.sampled_from([8000, 16000, 22050]),
+        ),
+        input_sample_rate=st.none() | st.sampled_from(LIMITS.allowed_sample_rates),
+        barge_in=st.none()
+        | st.builds(
+            BargeInOptions,
+            enabled=st.none() | st.booleans(),
+            policy=st.none() | st.sampled_from(BargeInPolicy),
+            min_speech_ms=st.none() | st.integers(20, 5000),
+            min_silence_ms=st.none() | st.integers(20, 10000),
+            false_interruption_ms=st.none() | st.integers(0, 10000),
         ),
     ),
     st.builds(
@@ -344,3 +373,269 @@ def test_deeply_nested_json_is_invalid_message_not_a_crash(depth: int) -> None:
     """Pathologically nested JSON (under the size limit) is INVALID_MESSAGE."""
     raw = "[" * depth + "]" * depth
     assert error_of(raw).code is ErrorCode.INVALID_MESSAGE
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_protocol_error_is_a_duplex_error_printed_as_code_and_message() -> None:
+    """ProtocolError derives from the one root error; str() is "CODE: message"."""
+    err = ProtocolError(ErrorCode.INVALID_AUDIO, "frame of 7 bytes")
+    assert isinstance(err, errors.DuplexError)
+    assert (err.code, err.message) == (ErrorCode.INVALID_AUDIO, "frame of 7 bytes")
+    assert str(err) == "INVALID_AUDIO: frame of 7 bytes"
+    assert ErrorCode is errors.ErrorCode
+
+
+def test_error_codes_for_audio_keys_and_sessions_exist_and_idle_timeout_is_gone() -> None:
+    """The codes barge-in and the agent's channel need exist; the unused IDLE_TIMEOUT does not."""
+    assert {"INVALID_AUDIO", "UNAUTHORIZED", "UNKNOWN_SESSION"} <= {c.value for c in ErrorCode}
+    assert "IDLE_TIMEOUT" not in ErrorCode.__members__
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({"type": "TextChunk", "text": 5}, "TextChunk: field 'text' must be a string, not int"),
+        ({"type": "TextChunk"}, "TextChunk: missing required field 'text'"),
+        ({"type": "TextChunk", "text": "a", "x": 1, "y": 2},
+         "TextChunk: unknown field 'x' (and 1 more)"),
+        ({"type": "SessionStart", "language": " "},
+         "SessionStart: field 'language' must not be empty"),
+        ({"type": "SessionStart", "sample_rate": True},
+         "SessionStart: field 'sample_rate' must be an integer, not bool"),
+        ({"type": "SessionStart", "capabilities": ["a", 2]},
+         "SessionStart: field 'capabilities' must be a list of strings; item 1 is int"),
+        ({"type": "Control", "command": "REWIND"},
+         "Control: field 'command' must be one of: PAUSE, RESUME, STOP, not 'REWIND'"),
+        ({"type": "SessionStart", "barge_in": {"min_speech_ms": 5}},
+         "SessionStart: field 'barge_in.min_speech_ms' must be an integer from 20 to 5000, not 5"),
+        ({"type": "SessionStart", "barge_in": {"mode": 1}},
+         "SessionStart: unknown field 'barge_in.mode'"),
+        ({"type": "Hello"}, 'unknown message type "Hello"; '
+         "expected one of: SessionStart, TextChunk, Control, SessionEnd"),
+        ([1], 'message must be a JSON object with a "type" field'),
+    ],
+)  # fmt: skip
+def test_error_messages_name_the_message_type_and_the_field(obj: Any, message: str) -> None:
+    """Schema violations are told in the protocol's words: message type, field, what was wrong."""
+    err = error_of(json.dumps(obj))
+    assert (err.code, err.message) == (ErrorCode.INVALID_MESSAGE, message)
+
+
+def test_non_utf8_bytes_and_lone_surrogates_are_not_utf8_text() -> None:
+    """Bytes that are not UTF-8, or a str holding a lone surrogate, say so."""
+    for raw in (
+        b'{"type": "TextChunk", "text": "\xff"}',
+        '{"type": "TextChunk", "text": "\ud800"}',
+    ):
+        err = error_of(raw)
+        assert (err.code, err.message) == (ErrorCode.INVALID_MESSAGE, "message is not UTF-8 text")
+
+
+def test_a_number_beyond_any_range_is_invalid_message_naming_the_field() -> None:
+    """1e400 (not even a float) is INVALID_MESSAGE naming where it was."""
+    err = error_of('{"type": "SessionStart", "sample_rate": 1e400}')
+    assert err.code is ErrorCode.INVALID_MESSAGE
+    assert "'sample_rate'" in err.message
+
+
+def test_null_is_final_means_not_final() -> None:
+    """An explicit null is_final is the default, false."""
+    assert parse({"type": "TextChunk", "text": "a", "is_final": None}) == TextChunk("a", False)
+
+
+# ---------------------------------------------------------------- mic rate and barge-in options
+
+
+@pytest.mark.parametrize("rate", [16000, 24000, 48000])
+def test_input_sample_rate_sets_the_mic_rate(rate: int) -> None:
+    """input_sample_rate is kept and is the rate of the client's mic frames."""
+    msg = parse({"type": "SessionStart", "sample_rate": 24000, "input_sample_rate": rate})
+    assert isinstance(msg, SessionStart)
+    assert (msg.input_sample_rate, msg.input_rate, msg.sample_rate) == (rate, rate, 24000)
+
+
+def test_without_input_sample_rate_the_mic_comes_at_the_output_rate() -> None:
+    """No (or a null) input_sample_rate: mic frames come at the session's sample_rate."""
+    for rate in ({}, {"input_sample_rate": None}):
+        msg = parse({"type": "SessionStart", "sample_rate": 16000, **rate})
+        assert isinstance(msg, SessionStart)
+        assert (msg.input_sample_rate, msg.input_rate) == (None, 16000)
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 0, -16000])
+def test_input_sample_rate_not_allowed_is_invalid_sample_rate(rate: int) -> None:
+    """An input_sample_rate outside the allowed rates is INVALID_SAMPLE_RATE naming the field."""
+    err = error_of(json.dumps({"type": "SessionStart", "input_sample_rate": rate}))
+    assert err.code is ErrorCode.INVALID_SAMPLE_RATE
+    assert "input_sample_rate" in err.message and "16000, 24000, 48000" in err.message
+
+
+@pytest.mark.parametrize("value", ["16000", True, 16000.0, [16000]])
+def test_ill_typed_input_sample_rate_is_invalid_message(value: Any) -> None:
+    """An input_sample_rate that is not an integer is INVALID_MESSAGE naming it."""
+    err = error_of(json.dumps({"type": "SessionStart", "input_sample_rate": value}))
+    assert err.code is ErrorCode.INVALID_MESSAGE
+    assert "'input_sample_rate'" in err.message
+
+
+def test_barge_in_options_parse_into_typed_overrides() -> None:
+    """Every barge_in field parses, the policy into its enum."""
+    options = {"enabled": True, "policy": "resume", "min_speech_ms": 120, "min_silence_ms": 300,
+               "false_interruption_ms": 1500}  # fmt: skip
+    msg = parse({"type": "SessionStart", "barge_in": options})
+    assert isinstance(msg, SessionStart)
+    assert msg.barge_in == BargeInOptions(True, BargeInPolicy.RESUME, 120, 300, 1500)
+    assert msg.barge_in.policy is BargeInPolicy.RESUME
+
+
+def test_barge_in_fields_left_out_or_null_are_none() -> None:
+    """Each barge_in field is optional; null or absent means "use the configuration"."""
+    msg = parse({"type": "SessionStart", "barge_in": {"policy": None, "enabled": False}})
+    assert isinstance(msg, SessionStart)
+    assert msg.barge_in == BargeInOptions(enabled=False)
+    assert parse({"type": "SessionStart", "barge_in": {}}) == SessionStart(
+        barge_in=BargeInOptions()
+    )
+    assert parse({"type": "SessionStart", "barge_in": None}) == SessionStart()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("min_speech_ms", 20), ("min_speech_ms", 5000), ("min_silence_ms", 20),
+     ("min_silence_ms", 10000), ("false_interruption_ms", 0), ("false_interruption_ms", 10000)],
+)  # fmt: skip
+def test_barge_in_bounds_are_inclusive(field: str, value: int) -> None:
+    """The documented bounds themselves are accepted."""
+    msg = parse({"type": "SessionStart", "barge_in": {field: value}})
+    assert isinstance(msg, SessionStart) and msg.barge_in is not None
+    assert getattr(msg.barge_in, field) == value
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"min_speech_ms": 19}, "barge_in.min_speech_ms"),
+        ({"min_speech_ms": 5001}, "barge_in.min_speech_ms"),
+        ({"min_speech_ms": 100.0}, "barge_in.min_speech_ms"),
+        ({"min_speech_ms": True}, "barge_in.min_speech_ms"),
+        ({"min_speech_ms": "100"}, "barge_in.min_speech_ms"),
+        ({"min_silence_ms": 19}, "barge_in.min_silence_ms"),
+        ({"min_silence_ms": 10001}, "barge_in.min_silence_ms"),
+        ({"false_interruption_ms": -1}, "barge_in.false_interruption_ms"),
+        ({"false_interruption_ms": 10001}, "barge_in.false_interruption_ms"),
+        ({"policy": "pause"}, "barge_in.policy"),
+        ({"policy": "STOP"}, "barge_in.policy"),
+        ({"policy": 1}, "barge_in.policy"),
+        ({"enabled": "yes"}, "barge_in.enabled"),
+        ({"enabled": 1}, "barge_in.enabled"),
+        ({"aggressiveness": 3}, "barge_in.aggressiveness"),
+        ([], "barge_in"),
+        ("stop", "barge_in"),
+    ],
+)
+def test_bad_barge_in_values_are_invalid_message_naming_the_field(options: Any, field: str) -> None:
+    """Out-of-range, ill-typed or unknown barge_in values are INVALID_MESSAGE naming the field."""
+    err = error_of(json.dumps({"type": "SessionStart", "barge_in": options}))
+    assert err.code is ErrorCode.INVALID_MESSAGE
+    assert repr(field) in err.message
+
+
+def test_session_start_with_every_new_field_round_trips() -> None:
+    """input_sample_rate and barge_in survive to_json -> parse."""
+    msg = SessionStart(
+        model_id="m",
+        sample_rate=24000,
+        input_sample_rate=16000,
+        barge_in=BargeInOptions(policy=BargeInPolicy.STOP, min_silence_ms=400),
+    )
+    data = json.loads(msg.to_json())
+    assert data["input_sample_rate"] == 16000
+    assert data["barge_in"] == {"policy": "stop", "min_silence_ms": 400}
+    assert parse_client_message(msg.to_json(), LIMITS) == msg
+
+
+# ---------------------------------------------------------------- new server messages
+
+
+def test_barge_in_json_has_the_issue_fields() -> None:
+    """BargeIn carries utterance, at_ms, heard_chars, heard_text, heard_precision, latency_ms."""
+    msg = BargeIn(0, 480, 5, "Hello", HeardPrecision.CLAUSE, 24.0)
+    assert json.loads(msg.to_json()) == {
+        "type": "BargeIn", "utterance": 0, "at_ms": 480, "heard_chars": 5,
+        "heard_text": "Hello", "heard_precision": "clause", "latency_ms": 24.0,
+    }  # fmt: skip
+
+
+def test_barge_in_end_and_transcript_json() -> None:
+    """BargeInEnd says whether the utterance resumed; Transcript carries a null utterance."""
+    assert json.loads(BargeInEnd(resumed=True).to_json()) == {"type": "BargeInEnd", "resumed": True}
+    assert json.loads(Transcript("hi").to_json()) == {
+        "type": "Transcript", "text": "hi", "utterance": None,
+    }  # fmt: skip
+
+
+def test_policy_and_precision_are_string_enums_with_wire_values() -> None:
+    """The enums' values are exactly what travels."""
+    assert [p.value for p in BargeInPolicy] == ["stop", "resume"]
+    assert [p.value for p in HeardPrecision] == ["clause", "estimate", "alignment"]
+    assert BargeInPolicy("resume") == "resume"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"type": "BargeIn", "utterance": 0}', "at_ms"),
+        ('{"type": "BargeIn", "utterance": 0, "at_ms": 1, "heard_chars": 0, "heard_text": "",'
+         ' "heard_precision": "exact", "latency_ms": 1}', "heard_precision"),
+        ('{"type": "BargeInEnd", "resumed": "yes"}', "resumed"),
+        ('{"type": "Transcript", "text": "a", "utterance": "0"}', "utterance"),
+        ('{"type": "Error", "code": "NOPE", "message": "x"}', "code"),
+        ('{"type": "AudioEnd", "utterance": 0, "extra": 1}', "extra"),
+    ],
+)  # fmt: skip
+def test_bad_server_messages_are_invalid_message_naming_the_field(raw: str, field: str) -> None:
+    """parse_server_message refuses bad server messages, naming the field."""
+    with pytest.raises(ProtocolError) as info:
+        parse_server_message(raw)
+    assert info.value.code is ErrorCode.INVALID_MESSAGE
+    assert repr(field) in info.value.message
+
+
+def test_unknown_server_message_type_lists_the_known_ones() -> None:
+    """An unknown server type is INVALID_MESSAGE naming the server's message types."""
+    with pytest.raises(ProtocolError) as info:
+        parse_server_message('{"type": "SessionStart"}')
+    for known in ("SessionStarted", "BargeIn", "BargeInEnd", "Transcript"):
+        assert known in info.value.message
+
+
+_barge_in_fields = st.sampled_from(
+    ["enabled", "policy", "min_speech_ms", "min_silence_ms", "false_interruption_ms", "other"]
+)
+_finite_json_values = st.recursive(  # JSON proper: json.dumps writes NaN and inf as non-JSON
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _text
+    | st.sampled_from(["stop", "resume"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300)
+@given(
+    options=st.dictionaries(_barge_in_fields, _finite_json_values, max_size=4) | _finite_json_values
+)
+def test_any_barge_in_value_parses_or_is_invalid_message(options: Any) -> None:
+    """Arbitrary barge_in values give a SessionStart or INVALID_MESSAGE, nothing else."""
+    try:
+        msg = parse({"type": "SessionStart", "barge_in": options})
+    except ProtocolError as exc:
+        assert exc.code is ErrorCode.INVALID_MESSAGE
+        assert "barge_in" in exc.message
+    else:
+        assert isinstance(msg, SessionStart)
