@@ -118,6 +118,7 @@ class WebRtcTransport:
         if not self._config.enabled:
             raise SignallingError(503, "disabled", "WebRTC is disabled on this orchestrator")
         check_offer(offer_sdp)
+        rtc_configuration = self._rtc_configuration()  # before open: nothing to undo if it fails
         peer_id = uuid.uuid4().hex
         tts = TtsTrack()
         sink = ControlChannelSink()
@@ -129,7 +130,7 @@ class WebRtcTransport:
             if exc.code is not ErrorCode.CAPACITY:
                 raise
             raise SignallingError(503, "capacity", exc.message) from None
-        peer = Peer(peer_id, RTCPeerConnection(self._rtc_configuration()), tts, sink, connection)
+        peer = Peer(peer_id, RTCPeerConnection(rtc_configuration), tts, sink, connection)
         self._peers[peer_id] = peer  # before any await, so that close_all sees it
         try:
             answer_sdp = await self._negotiate(peer, offer_sdp)
