@@ -6,8 +6,9 @@ audio, VAD, barge-in, transcripts).
 """
 
 from duplex.orchestrator.session.connection import ClientConnection
-from duplex.orchestrator.session.core import Cut, Session, SessionError
+from duplex.orchestrator.session.core import Session, SessionError
 from duplex.orchestrator.session.hub import SessionHub
+from duplex.orchestrator.session.output import Cut
 from duplex.orchestrator.session.services import SessionServices
 from duplex.orchestrator.session.state import SessionState, StateEvent
 

@@ -35,10 +35,12 @@ from duplex.orchestrator.protocol import (
     BargeInOptions,
     BargeInPolicy,
     HeardPrecision,
+    TextChunk,
     Transcript,
 )
-from duplex.orchestrator.session.core import Cut, Session
+from duplex.orchestrator.session.core import Session, SessionError
 from duplex.orchestrator.session.heard import Heard
+from duplex.orchestrator.session.output import Cut
 from duplex.orchestrator.session.state import SessionState
 
 log = logging.getLogger(__name__)
@@ -189,7 +191,8 @@ class Listener:
             short = event.end_ms - event.onset_ms < self._settings.false_interruption_ms
             await self._settle(resumed=short and not text.strip())
         if text.strip() and self._echo:
-            await self._session.say(text.strip())
+            with contextlib.suppress(SessionError):  # e.g. too long: the loop just skips it
+                await self._session.on_text(TextChunk(text.strip(), is_final=True))
 
     async def _transcribe(self, event: SpeechEnded) -> str:
         if self._transcriber is None or event.audio is None:

@@ -1,24 +1,17 @@
 """One client session: routing, the worker stream, utterances, pacing and interruption.
 
-Text: each client chunk goes through a ClauseSegmenter; when a clause completes, the text
-received so far goes to the worker (the text past the clause end too, so that the
-worker's own segmenter, with the same rules, can prove the same boundary: a CJK full
-stop or an over-long run needs the next character). The remainder follows with
-``is_final`` when the client's chunk is final. So the first clause is spoken before the
-client has finished its utterance.
+Text: each client chunk goes through a ClauseSegmenter; once a clause completes, the text so
+far goes to the worker (with what follows the clause end, so the worker's own segmenter can
+prove the same boundary); the rest follows with ``is_final``. So the first clause is spoken
+before the client has finished its utterance.
 
-Audio: the receiver task reads the worker stream (typed `PcmFrame`s whose rate and size
-are checked) and queues them on the pacer with their client text positions; an
-utterance's AudioEnd is a pacer marker queued behind its last frame, and AudioEnds keep
-the client's utterance order.
+Audio: the receiver reads the worker stream (`receiver.py`) and queues frames on the
+`Output` with their client text positions; AudioEnds follow their last frame, in order.
 
-Interruption: `interrupt()` is the one way output stops early, for STOP and for barge-in.
-It silences the output within a frame (the pacer and the transport drop what they hold)
-and either ends every pending utterance (the worker is STOPped; their AudioEnds go at
-once, in order) or, for a barge-in that may prove false, holds the rest (the worker is
-PAUSEd) until `resume_output()` or another `interrupt()`.
-
-Failover: see `failover.py`; this class is the `Linked` session it works on.
+Interruption: `interrupt()` is the one way output stops early, for STOP and for barge-in:
+silent within a frame, then either every pending utterance ends (the worker is STOPped) or,
+for a barge-in that may prove false, the rest is held (the worker PAUSEd) until
+`resume_output()` or another `interrupt()`. Failover: see `failover.py`.
 """
 
 from __future__ import annotations
@@ -26,18 +19,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-import numpy as np
-
-from duplex.audio.frames import PcmFrame, TextSpan, frame_bytes
+from duplex.audio.frames import PcmFrame
 from duplex.orchestrator.errors import DuplexError
 from duplex.orchestrator.protocol import (
-    AudioEnd,
     Control,
     ControlCommand,
     Error,
@@ -55,19 +43,17 @@ from duplex.orchestrator.session.failover import (
     Link,
     StreamSpec,
 )
-from duplex.orchestrator.session.heard import Heard, HeardTracker
-from duplex.orchestrator.session.pacer import Pacer
+from duplex.orchestrator.session.output import Cut, Output
+from duplex.orchestrator.session.receiver import read_worker_events
 from duplex.orchestrator.session.services import SessionServices
 from duplex.orchestrator.session.state import SessionState, StateEvent, StateMachine
 from duplex.orchestrator.session.utterance import Utterance, unvoiced_chars
 from duplex.orchestrator.transports.base import ClientChannel
-from duplex.orchestrator.worker_client import WorkerCommand, WorkerError, WorkerStreamError
+from duplex.orchestrator.worker_client import WorkerCommand, WorkerError
 from duplex.routing import SessionRequest
 from duplex.text import ClauseSegmenter
 
 log = logging.getLogger(__name__)
-
-PACER_MAX_FRAMES = 250  # 5 s; the worker's own lead keeps the buffer far below this
 
 
 class SessionError(DuplexError):
@@ -76,14 +62,6 @@ class SessionError(DuplexError):
     def __init__(self, code: ErrorCode, message: str, *, fatal: bool) -> None:
         super().__init__(code, message)
         self.fatal = fatal
-
-
-@dataclass(frozen=True)
-class Cut:
-    """Where an interruption cut the output."""
-
-    heard: Heard | None
-    cut_at: float  # monotonic time the output went silent
 
 
 class Session:
@@ -102,21 +80,19 @@ class Session:
         self._pending: collections.deque[Utterance] = collections.deque()  # AudioEnd not queued
         self._open: Utterance | None = None  # the utterance taking the client's text
         self._next_index = 0
-        self._ends_queued = 0  # AudioEnd markers in the pacer
         self._link: Link | None = None
         self._receiver: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # text forwarding, control and failover, one at a time
         self._connector = Connector(services.router, services.clients, services.metrics)
         self._failover = Failover(self, services.metrics, self._cfg.max_failovers)
-        self._heard = HeardTracker()
-        self._pacer = Pacer(
-            self._send_frame,
+        self._out = Output(
+            channel,
+            services.metrics,
             lead_ms=self._cfg.output_lead_ms,
-            max_buffer=PACER_MAX_FRAMES,
-            observe_lateness=services.metrics.frame_send_lateness_seconds.observe,
-            on_drained=self._refresh,
+            on_change=self._refresh,
             name=f"pacer:{session_id}",
         )
+        self._pacer = self._out.pacer
 
     # -- state ----------------------------------------------------------------------------
 
@@ -134,10 +110,6 @@ class Session:
         return self._link
 
     @property
-    def sample_rate(self) -> int:
-        return self._sample_rate
-
-    @property
     def model(self) -> str:
         return self._link.stream.opened.model_id if self._link else (self._request.model_id or "")
 
@@ -149,15 +121,11 @@ class Session:
         """The reason the session ended (by itself, or through `close`)."""
         return await asyncio.shield(self._closed_reason)
 
-    def _owes_audio(self) -> bool:
-        # An utterance the client has not finished is not "speaking" by itself: a client that
-        # sends half a sentence and goes away must still reach the idle timeout.
-        owed = any(u.final and not u.done for u in self._pending)
-        return owed or self._ends_queued > 0 or self._pacer.buffered > 0
-
     def _refresh(self) -> None:
-        """LISTENING <-> SPEAKING from what is owed to the client now."""
-        owed = self._owes_audio()
+        """LISTENING <-> SPEAKING from what is owed to the client now. An utterance the client
+        has not finished is not "speaking" by itself: a client that sends half a sentence and
+        goes away must still reach the idle timeout."""
+        owed = any(u.final and not u.done for u in self._pending) or self._out.busy
         self._machine.fire(StateEvent.AUDIO_OWED if owed else StateEvent.AUDIO_DONE)
 
     # -- client requests ------------------------------------------------------------------
@@ -168,8 +136,8 @@ class Session:
             raise SessionError(ErrorCode.ALREADY_STARTED, "session already started", fatal=False)
         self._request = SessionRequest(msg.model_id, msg.language, tuple(msg.capabilities))
         self._sample_rate = msg.sample_rate
-        self._check_model(msg.model_id)
         try:
+            self._connector.check_model(msg.model_id)
             link = await self.connect(frozenset(), attempts=self._cfg.max_failovers + 1)
         except ConnectFailed as exc:
             raise SessionError(exc.code, exc.message, fatal=True) from exc
@@ -207,7 +175,7 @@ class Session:
             link = self._link
             assert link is not None
             try:
-                await self._forward(link, utt)
+                await link.forward(utt)
             except WorkerError as err:
                 await self._recover(link, str(err))
             self._queue_ends()
@@ -246,12 +214,8 @@ class Session:
         ``announce`` runs once the output is silent, before any AudioEnd the cut causes.
         """
         self._require_started()
-        self._pacer.pause()  # from here no frame leaves the pacer
-        self._heard.unsend(self.channel.audio.clear())
-        faded = self._pacer.pop_next() if fade_ms > 0 else None
-        if faded is not None:
-            await self._send_frame(fade_out(faded, fade_ms))
-        cut = Cut(self._heard_now(), time.monotonic())
+        await self._out.cut(fade_ms)
+        cut = Cut(self._out.heard(list(self._pending)), time.monotonic())
         if announce is not None:
             await announce(cut)
         if hold:
@@ -280,13 +244,8 @@ class Session:
         self._refresh()
         await self._worker_control(WorkerCommand.RESUME)
 
-    async def say(self, text: str) -> None:
-        """Speak ``text`` as one whole utterance of the session's own (the spoken loop)."""
-        with contextlib.suppress(SessionError):
-            await self.on_text(TextChunk(text, is_final=True))
-
     async def send(self, message: ServerMessage) -> None:
-        await self.channel.messages.send_message(message)
+        await self._out.send(message)
 
     async def close(self, reason: str) -> None:
         """End the session: tasks cancelled, worker stream closed, routing count released."""
@@ -307,25 +266,9 @@ class Session:
             self._closed_reason.set_result(reason)
         log.info("session closed", extra={"session_id": self.session_id, "reason": reason})
 
-    # -- helpers for the requests ---------------------------------------------------------
-
     def _require_started(self) -> None:
         if self.state is SessionState.STARTING:
             raise SessionError(ErrorCode.NOT_STARTED, "send SessionStart first", fatal=False)
-
-    def _check_model(self, model_id: str | None) -> None:
-        workers = self._svc.router.workers()
-        if model_id is None or not workers:
-            return
-        known = sorted(
-            {m for w in workers.values() for m in w.available_models + w.resident_models}
-        )
-        if model_id not in known:
-            raise SessionError(
-                ErrorCode.UNKNOWN_MODEL,
-                f"unknown model_id {model_id!r}; known models: {', '.join(known)}",
-                fatal=True,
-            )
 
     def _new_utterance(self) -> Utterance:
         first_max = self._cfg.first_clause_max_chars or None
@@ -337,11 +280,6 @@ class Session:
         self._pending.append(utt)
         return utt
 
-    def _heard_now(self) -> Heard | None:
-        texts = {u.index: u.text for u in self._pending}
-        current = self._pending[0].index if self._pending else None
-        return self._heard.heard(texts, current)
-
     async def _worker_control(self, command: WorkerCommand) -> None:
         async with self._lock:
             link = self._link
@@ -349,44 +287,13 @@ class Session:
                 return
             if command is WorkerCommand.RESUME:
                 link.last_progress = time.monotonic()
-            try:
-                await link.client.control(self.session_id, command, self._cfg.open_timeout_s)
-            except WorkerError as err:
-                # A dead worker is noticed (and replaced) by the receiver; the local half holds.
-                log.warning(
-                    "worker control failed",
-                    extra={"session_id": self.session_id, "worker": link.worker,
-                           "command": command.value, "error": str(err)},
-                )  # fmt: skip
-
-    async def _forward(self, link: Link, utt: Utterance) -> None:
-        chunk = utt.take_chunk()
-        if chunk is None:
-            return
-        text, is_final = chunk
-        if utt.worker_utt is None:
-            link.assign(utt)
-        await link.stream.send_text(text, is_final)
-        utt.mark_sent(text, is_final)
-        link.last_progress = time.monotonic()
+            await link.control(self.session_id, command, self._cfg.open_timeout_s)
 
     def _queue_ends(self) -> None:
         """Queue AudioEnd, in utterance order, for every leading utterance that is done."""
         while self._pending and self._pending[0].done:
             utt = self._pending.popleft()
-            self._ends_queued += 1
-            self._pacer.push_marker(functools.partial(self._audio_end, utt.index))
-
-    async def _audio_end(self, index: int) -> None:
-        self._ends_queued -= 1
-        self._heard.forget_before(index)
-        await self.send(AudioEnd(index))
-        self._refresh()
-
-    async def _send_frame(self, frame: PcmFrame) -> None:
-        await self.channel.audio.send(frame)
-        self._heard.sent(frame)
-        self._svc.metrics.frames_sent_total.inc()
+            self._out.queue_end(utt.index)
 
     # -- routing, opening and failover (the `Linked` side of `Failover`) -----------------
 
@@ -428,7 +335,7 @@ class Session:
             await link.client.control(self.session_id, WorkerCommand.PAUSE, 5.0)
         for utt in list(self._pending):
             utt.rebase()
-            await self._forward(link, utt)
+            await link.forward(utt)
         self._queue_ends()
         self._start_receiver(link)
 
@@ -449,8 +356,6 @@ class Session:
         if to is not None:
             await self.send(WorkerFailover(first, to))
 
-    # -- the receiver ---------------------------------------------------------------------
-
     def _start_receiver(self, link: Link) -> None:
         self._receiver = asyncio.create_task(
             self._receive(link), name=f"session-receiver:{self.session_id}"
@@ -458,7 +363,15 @@ class Session:
 
     async def _receive(self, link: Link) -> None:
         try:
-            await self._read_events(link)
+            await read_worker_events(
+                link,
+                sample_rate=self._sample_rate,
+                frame_timeout_s=self._cfg.frame_timeout_s,
+                pending=self._pending,
+                held=lambda: self.state in (SessionState.PAUSED, SessionState.BARGED_IN),
+                on_frame=self._queue_frame,
+                on_utterance_end=self._utterance_ended,
+            )
         except WorkerError as err:
             async with self._lock:
                 await self._recover(link, str(err))
@@ -468,76 +381,17 @@ class Session:
             log.exception("session receiver failed", extra={"session_id": self.session_id})
             await self._end_with_error(ErrorCode.INTERNAL, "internal error", "error")
 
-    async def _read_events(self, link: Link) -> None:
-        timeout = self._cfg.frame_timeout_s
-        expected = frame_bytes(self._sample_rate)
-        while True:
-            try:
-                event = await link.stream.next_event(timeout / 2)
-            except TimeoutError:
-                stalled = time.monotonic() - link.last_progress >= timeout
-                held = self.state in (SessionState.PAUSED, SessionState.BARGED_IN)
-                if stalled and not held and link.owes_audio(self._pending):
-                    raise WorkerStreamError(link.worker, f"no audio for {timeout}s") from None
-                continue
-            if event is None:
-                raise WorkerStreamError(link.worker, "stream ended")
-            link.last_progress = time.monotonic()
-            if isinstance(event, PcmFrame):
-                if event.sample_rate != self._sample_rate or len(event.pcm) != expected:
-                    raise WorkerStreamError(
-                        link.worker,
-                        f"a frame of {len(event.pcm)} bytes at {event.sample_rate} Hz; "
-                        f"expected {expected} bytes at {self._sample_rate} Hz",
-                    )
-                utt = link.frame_owner(event)
-                if utt is None:
-                    continue  # a frame already on its way when STOP came
-                await self._queue_frame(link, utt, event)
-            elif link.utterance_ended(event) is not None:
-                self._queue_ends()
-                self._refresh()
-
-    async def _queue_frame(self, link: Link, utt: Utterance, frame: PcmFrame) -> None:
-        span = frame.span
-        assert span is not None
-        client_span = TextSpan(utt.index, utt.base + span.start, utt.base + span.end,
-                               span.clause_end)  # fmt: skip
-        self._heard.arrived(client_span)
-        await self._pacer.push(PcmFrame(frame.pcm, frame.sample_rate, client_span))
-        link.frame_queued(utt, frame)
-        if not utt.first_frame_queued:
-            utt.first_frame_queued = True
-            self._pacer.push_marker(functools.partial(self._first_audio, utt))
+    async def _queue_frame(self, utt: Utterance, frame: PcmFrame) -> None:
+        await self._out.push(utt, frame)
         self._refresh()
 
-    async def _first_audio(self, utt: Utterance) -> None:
-        if utt.stopped:
-            return
-        self._svc.metrics.first_audio_seconds.observe(time.monotonic() - utt.first_text_at)
+    def _utterance_ended(self) -> None:
+        self._queue_ends()
+        self._refresh()
 
     async def _end_with_error(self, code: ErrorCode, message: str, reason: str) -> None:
         """Let the audio already voiced play out, report the error, end the session."""
-        played = asyncio.Event()
-
-        async def mark() -> None:
-            played.set()
-
-        self._pacer.push_marker(mark)
-        budget = self._pacer.buffered * 0.02 + 1.0
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(budget):
-                await played.wait()
+        await self._out.play_out()
         with contextlib.suppress(Exception):
             await self.send(Error(code, message))
         await self.close(reason)
-
-
-def fade_out(frame: PcmFrame, fade_ms: int) -> PcmFrame:
-    """``frame`` ramped linearly to zero over its first ``fade_ms``, silent after."""
-    samples = frame.array().astype(np.float32)
-    ramp = max(1, frame.sample_rate * fade_ms // 1000)
-    gain = np.zeros(len(samples), dtype=np.float32)
-    n = min(ramp, len(samples))
-    gain[:n] = 1.0 - (1.0 + np.arange(n, dtype=np.float32)) / ramp
-    return PcmFrame((samples * gain).astype("<i2").tobytes(), frame.sample_rate, frame.span)

@@ -27,6 +27,7 @@ from duplex.orchestrator.worker_client import (
     WorkerCapacityError,
     WorkerClient,
     WorkerClients,
+    WorkerCommand,
     WorkerError,
     WorkerStream,
     WorkerStreamError,
@@ -54,6 +55,32 @@ class Link:
     @property
     def worker(self) -> str:
         return self.decision.worker.name
+
+    async def forward(self, utt: Utterance) -> None:
+        """Send ``utt``'s next chunk (if any) on this stream; WorkerError if the send fails."""
+        chunk = utt.take_chunk()
+        if chunk is None:
+            return
+        text, is_final = chunk
+        if utt.worker_utt is None:
+            self.assign(utt)
+        await self.stream.send_text(text, is_final)
+        utt.mark_sent(text, is_final)
+        self.last_progress = time.monotonic()
+
+    async def control(self, session_id: str, command: WorkerCommand, timeout_s: float) -> None:
+        """PAUSE / RESUME / STOP the session on this worker. A failure is only logged: a dead
+        worker is noticed (and replaced) by the receiver, and the local half holds."""
+        if command is WorkerCommand.RESUME:
+            self.last_progress = time.monotonic()
+        try:
+            await self.client.control(session_id, command, timeout_s)
+        except WorkerError as err:
+            log.warning(
+                "worker control failed",
+                extra={"session_id": session_id, "worker": self.worker,
+                       "command": command.value, "error": str(err)},
+            )  # fmt: skip
 
     def assign(self, utt: Utterance) -> None:
         """Give ``utt`` the stream's next utterance number (the worker counts the same way)."""
@@ -153,6 +180,20 @@ class Connector:
                 )  # fmt: skip
         assert failure is not None
         raise failure
+
+    def check_model(self, model_id: str | None) -> None:
+        """ConnectFailed UNKNOWN_MODEL when no live worker offers ``model_id``."""
+        workers = self._router.workers()
+        if model_id is None or not workers:
+            return
+        known = sorted(
+            {m for w in workers.values() for m in w.available_models + w.resident_models}
+        )
+        if model_id not in known:
+            raise ConnectFailed(
+                ErrorCode.UNKNOWN_MODEL,
+                f"unknown model_id {model_id!r}; known models: {', '.join(known)}",
+            )
 
     def _failure(self, worker: str, err: WorkerError) -> ConnectFailed:
         if isinstance(err, UnknownModelError):
