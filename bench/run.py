@@ -24,7 +24,13 @@ if __package__ in (None, ""):
     # Run as a script (`python bench/run.py`): make `bench` importable as a package.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import orchestrator_latency, routing_scale, tone_capacity, worker_latency
+from bench import (
+    bargein_latency,
+    orchestrator_latency,
+    routing_scale,
+    tone_capacity,
+    worker_latency,
+)
 from bench.context import BenchContext, load_texts
 from bench.report import NOISE_NOTE, Section, machine_info, verdict, write_report
 
@@ -33,6 +39,7 @@ BENCHMARKS: tuple[ModuleType, ...] = (
     orchestrator_latency,
     routing_scale,
     tone_capacity,
+    bargein_latency,
 )
 # Upper bounds per benchmark (seconds): a hung process never hangs `make bench`.
 BUDGET_S = {
@@ -40,6 +47,7 @@ BUDGET_S = {
     orchestrator_latency.NAME: 420.0,
     routing_scale.NAME: 180.0,
     tone_capacity.NAME: 300.0,
+    bargein_latency.NAME: 240.0,
 }
 QUICK_BUDGET_S = 90.0
 DEFAULT_OUT = Path(__file__).resolve().parent / "reports"

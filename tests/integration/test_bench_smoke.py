@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NAMES = ("worker_latency", "orchestrator_latency", "routing_scale", "tone_capacity")
+NAMES = (
+    "worker_latency",
+    "orchestrator_latency",
+    "routing_scale",
+    "tone_capacity",
+    "bargein_latency",
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +54,7 @@ def section(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_quick_run_succeeds_and_reports_every_benchmark(quick_report: dict[str, Any]) -> None:
-    """All four benchmarks run, the command exits 0, and the report names machine and versions."""
+    """Every benchmark runs, the command exits 0, and the report names machine and versions."""
     assert quick_report["_rc"] == 0, quick_report["_output"]
     assert [s["name"] for s in quick_report["sections"]] == list(NAMES)
     machine = quick_report["machine"]
@@ -109,3 +115,25 @@ def test_tone_capacity_streams_frames_from_worker_and_orchestrator(
     assert step["failed"] == 0, step["errors"]
     assert step["received_share"] > 0
     assert step["share_within_10ms"] is not None  # the orchestrator's lateness metric was read
+
+
+def test_bargein_latency_measures_every_part_on_both_transports(
+    quick_report: dict[str, Any],
+) -> None:
+    """Piper speech over the tone voice barges in on the WebSocket and over WebRTC: every run
+    measured and each part a positive figure."""
+    data = section(quick_report, "bargein_latency")["data"]
+    assert data["failures"] == {"websocket": [], "webrtc": []}
+    for transport in ("websocket", "webrtc"):
+        parts = data["summary_ms"][transport]
+        for key in (
+            "server_detect_ms",
+            "client_detect_ms",
+            "server_cut_ms",
+            "reported_latency_ms",
+            "client_last_audio_ms",
+        ):
+            assert parts[key]["n"] == data["repeats"], (transport, key)
+            assert parts[key]["p50"] > 0, (transport, key)
+    rows = [r[0] for r in section(quick_report, "bargein_latency")["tables"][0]["rows"]]
+    assert any(r.startswith("(a)") for r in rows) and any(r.startswith("(c)") for r in rows)
