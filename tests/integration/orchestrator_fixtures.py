@@ -39,9 +39,11 @@ def orch_config(
     """An orchestrator on 127.0.0.1, port 0, fast registry reconcile; session overrides."""
     base = OrchestratorConfig()
     ws = replace(base.transport.websocket, host="127.0.0.1", port=0, idle_timeout_s=30.0)
+    # WebRTC offers loopback only: test traffic never leaves the machine.
+    rtc = replace(base.transport.webrtc, host_addresses=("127.0.0.1",))
     return replace(
         base,
-        transport=replace(base.transport, websocket=ws),
+        transport=replace(base.transport, websocket=ws, webrtc=rtc),
         routing=routing or RoutingSettings(),
         redis=replace(
             base.redis, url=redis_url, reconcile_interval_ms=200, worker_ttl_ms=worker_ttl_ms

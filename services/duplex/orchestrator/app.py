@@ -164,7 +164,18 @@ def build_app(config: OrchestratorConfig) -> Starlette:
 
     webrtc_routes: list[BaseRoute] = []
     if config.transport.webrtc.enabled:
-        webrtc_routes = signalling_routes(_LiveAnswerer(holder), _log_refusal)
+
+        def refused(exc: SignallingError) -> None:
+            _LOG.info(
+                "webrtc offer refused",
+                extra={"status": exc.status, "reason": exc.reason, "why": exc.message},
+            )
+            if holder.runtime is not None:
+                holder.runtime.metrics.webrtc_signalling_errors_total.labels(
+                    reason=exc.reason
+                ).inc()
+
+        webrtc_routes = signalling_routes(_LiveAnswerer(holder), refused)
 
     return Starlette(
         routes=[
@@ -199,13 +210,6 @@ class _LiveAnswerer:
 
     async def hang_up(self, peer_id: str) -> bool:
         return await self._transport().hang_up(peer_id)
-
-
-def _log_refusal(exc: SignallingError) -> None:
-    _LOG.info(
-        "webrtc offer refused",
-        extra={"status": exc.status, "reason": exc.reason, "why": exc.message},
-    )
 
 
 async def shutdown_sessions(runtime: Runtime, reason: str = "shutdown") -> None:

@@ -83,6 +83,11 @@ class WebRtcConfig:
 
     def __post_init__(self) -> None:
         _require(self.connect_timeout_s > 0, "transport.webrtc.connect_timeout_s must be > 0")
+        for url in self.ice_servers:
+            _require(
+                url.startswith(("stun:", "turn:", "turns:")),
+                f"transport.webrtc.ice_servers: {url!r} must start with stun:, turn: or turns:",
+            )
 
 
 @dataclass(frozen=True)

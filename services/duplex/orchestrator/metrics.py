@@ -83,7 +83,7 @@ class OrchestratorMetrics:
         )
         self.ws_connections_rejected_total = Counter(
             "duplex_orch_ws_connections_rejected",
-            "WebSocket connections refused because max_connections was reached.",
+            "Client connections (any transport) refused because max_connections was reached.",
             registry=r,
         )
 
@@ -111,6 +111,15 @@ class OrchestratorMetrics:
             "Barge-in, from the mic frame that decided it to the output's last frame sent.",
             ["transport"],
             buckets=_CUT_BUCKETS,
+            registry=r,
+        )
+        self.webrtc_peers = Gauge(
+            "duplex_orch_webrtc_peers", "WebRTC peer connections open.", registry=r
+        )
+        self.webrtc_signalling_errors_total = Counter(
+            "duplex_orch_webrtc_signalling_errors",
+            "WebRTC offers or requests refused, by reason (malformed_sdp, no_audio, ...).",
+            ["reason"],
             registry=r,
         )
         self.mic_frames_total = Counter(

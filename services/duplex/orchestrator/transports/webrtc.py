@@ -132,6 +132,7 @@ class WebRtcTransport:
             raise SignallingError(503, "capacity", exc.message) from None
         peer = Peer(peer_id, RTCPeerConnection(rtc_configuration), tts, sink, connection)
         self._peers[peer_id] = peer  # before any await, so that close_all sees it
+        self._metrics.webrtc_peers.set(len(self._peers))
         try:
             answer_sdp = await self._negotiate(peer, offer_sdp)
         except BaseException as exc:
@@ -306,6 +307,7 @@ class WebRtcTransport:
             await self._step(peer, "close peer connection", peer.pc.close())
         finally:
             self._peers.pop(peer.id, None)
+            self._metrics.webrtc_peers.set(len(self._peers))
             _LOG.info("webrtc peer closed", extra=peer.log_fields(reason=reason))
 
     async def _step(self, peer: Peer, step: str, work: Awaitable[None]) -> None:
