@@ -39,7 +39,6 @@ BASE_FLAGS = (
     "--no-sandbox",
     "--disable-gpu",
     "--disable-dev-shm-usage",
-    "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
     "--autoplay-policy=no-user-gesture-required",
     # Without it Chromium gathers no ICE candidates on loopback and a call never connects.
@@ -223,9 +222,11 @@ class Browser:
         limit_s: float = CALL_LIMIT_S,
         every_s: float = 0.05,
         what: str | None = None,
+        explain: str | None = None,
     ) -> Any:
         """Poll `expression` until it is truthy; returns that value. Fails with the page's
-        log when the deadline passes."""
+        log (and the value of `explain`, an expression showing the page's state) when the
+        deadline passes."""
         try:
             async with asyncio.timeout(limit_s):
                 while True:
@@ -235,8 +236,15 @@ class Browser:
                             return value
                     await asyncio.sleep(every_s)
         except TimeoutError:
+            state = ""
+            if explain is not None:
+                try:
+                    state = f"\npage state: {json.dumps(await self.evaluate(explain, limit_s=5))}"
+                except (CdpError, TimeoutError) as exc:
+                    state = f"\npage state unavailable: {exc}"
             raise AssertionError(
-                f"waited {limit_s:.0f} s for {what or expression}\npage log:\n{self.log.tail()}"
+                f"waited {limit_s:.0f} s for {what or expression}{state}\n"
+                f"page log:\n{self.log.tail()}"
             ) from None
 
     async def click(self, testid: str) -> None:
@@ -293,6 +301,7 @@ def chromium_args(
     *,
     fake_mic: Path | None = None,
     loop_mic: bool = False,
+    grant_mic: bool = True,
     spki: Sequence[str] = (),
     host_rules: Sequence[str] = (),
     extra: Sequence[str] = (),
@@ -300,6 +309,8 @@ def chromium_args(
     """The command line (after the executable) for one test browser."""
     args = [
         *BASE_FLAGS,
+        # A person answering the microphone question: yes, or no.
+        "--use-fake-ui-for-media-stream" if grant_mic else "--deny-permission-prompts",
         f"--user-data-dir={user_data_dir}",
         "--remote-debugging-address=127.0.0.1",
         "--remote-debugging-port=0",
@@ -364,13 +375,15 @@ async def open_chromium(
     *,
     fake_mic: Path | None = None,
     loop_mic: bool = False,
+    grant_mic: bool = True,
     spki: Sequence[str] = (),
     host_rules: Sequence[str] = (),
     extra_args: Sequence[str] = (),
 ) -> AsyncIterator[Browser]:
     """A fresh headless Chromium with one page; killed on exit, whatever happened.
 
-    `fake_mic`: a WAV the fake microphone plays (once, unless `loop_mic`); `spki`: base64
+    `fake_mic`: a WAV the fake microphone plays (once, unless `loop_mic`); `grant_mic`: False
+    refuses the microphone as a person would (NotAllowedError in the page); `spki`: base64
     SHA-256 pins of certificates to trust (see duplex.orchestrator.tls.spki_sha256_base64);
     `host_rules`: e.g. "MAP demo.test 127.0.0.1", so a test uses a real-looking name and
     stays on loopback.
@@ -383,6 +396,7 @@ async def open_chromium(
         profile,
         fake_mic=fake_mic,
         loop_mic=loop_mic,
+        grant_mic=grant_mic,
         spki=spki,
         host_rules=host_rules,
         extra=extra_args,

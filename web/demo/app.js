@@ -7,7 +7,7 @@
 // Tests read `window.duplexDemo` (state) and may call its `actions`.
 
 import { ConnectError, Peer } from "./connection.js";
-import { LevelMeter, inboundAudio, soundSince } from "./stats.js";
+import { LevelMeter, inboundAudio, soundSince, speechPacketsBetween } from "./stats.js";
 import { el, logLine, ms, transcriptItem, utteranceItem } from "./view.js";
 
 const CONNECT_TIMEOUT_MS = 15000;
@@ -73,11 +73,13 @@ const demo = {
   sessionEnded: null,
   events: [],
   utterances: [],
-  firstAudioMs: null,
+  firstAudioMs: null, // text sent -> first sound decoded (what a listener hears)
+  firstPacketMs: null, // text sent -> first packet of sound received (before buffering)
   bargeIns: [],
   transcripts: [],
   statsInbound: { packetsReceived: 0, audioLevel: 0, totalAudioEnergy: 0, jitterBufferMs: null },
   path: null,
+  pc: null, // the RTCPeerConnection while connected (for tests and the console)
   actions: {},
 };
 window.duplexDemo = demo;
@@ -87,7 +89,7 @@ let peer = null;
 let micStream = null;
 let micMeter = null;
 let sessionWaiter = null; // {resolve, reject} while SessionStart awaits its answer
-let measuring = null; // {utterance, baseline, since} while waiting for the first sound
+let measuring = null; // {utterance, baseline, previous} while waiting for the first sound
 let pollTimer = null;
 
 function iceServers(p) {
@@ -125,8 +127,9 @@ function send(message) {
 
 // -- banners and status -------------------------------------------------------------------------
 
-function showError(text) {
+function showError(text, title = "Something went wrong") {
   demo.error = text;
+  ui.error.querySelector('[data-field="error-title"]').textContent = title;
   ui.error.querySelector('[data-field="error-detail"]').textContent = text;
   ui.error.hidden = false;
 }
@@ -212,15 +215,26 @@ async function loadModels() {
   ui.model.replaceChildren(el("option", { value: "" }, "Automatic (English)"));
   for (const m of models) {
     const workers = Array.isArray(m.workers) ? m.workers : [];
-    const label = `${m.id} · ${m.language || "?"} · ${workers.length} worker${workers.length === 1 ? "" : "s"}`;
-    ui.model.append(el("option", { value: m.id, "data-language": m.language ?? "", title: workers.join(", ") }, label));
+    const attrs = { value: m.id, "data-language": m.language ?? "", "data-workers": workers.join(", ") };
+    ui.model.append(el("option", attrs, m.language ? `${m.id} (${m.language})` : m.id));
   }
   if (models.some((m) => m.id === previous)) ui.model.value = previous;
   demo.models = models;
   demo.modelsLoaded = true;
-  ui.modelHint.textContent = models.length
-    ? `${models.length} model${models.length === 1 ? "" : "s"} live in the registry.`
-    : "No worker is registered right now: start one, then reload the list.";
+  describeModel();
+}
+
+function describeModel() {
+  const option = ui.model.selectedOptions[0];
+  const count = demo.models.length;
+  const live = `${count} model${count === 1 ? "" : "s"} live in the registry`;
+  if (!count) {
+    ui.modelHint.textContent = "No worker is registered right now: start one, then reload the list.";
+  } else if (option?.value) {
+    ui.modelHint.textContent = `${live}; this one on ${option.dataset.workers || "no worker"}.`;
+  } else {
+    ui.modelHint.textContent = `${live}; the router picks one that speaks English.`;
+  }
 }
 
 // -- connecting ---------------------------------------------------------------------------------
@@ -261,7 +275,7 @@ async function connect() {
     onTrack: (stream) => playVoice(stream),
     onMessage: (message) => onMessage(message),
     onState: (state) => {
-      record("local", `connection ${state}`);
+      record("local", `peer ${state}`);
       // "disconnected" may recover by itself; "failed" and "closed" do not.
       if ((state === "failed" || state === "closed") && peer === current) {
         teardown(`the connection ${state}`);
@@ -277,12 +291,14 @@ async function connect() {
     if (peer === current) {
       teardown(null);
       setState("failed");
-      showError(error instanceof ConnectError ? error.message : `${error.name}: ${error.message}`);
+      const detail = error instanceof ConnectError ? error.message : `${error.name}: ${error.message}`;
+      showError(detail, "Could not connect");
       record("local", "connect failed", { error: error.message });
     }
     return;
   }
   demo.peerId = current.peerId;
+  demo.pc = current.pc;
   setState("connected");
   record("local", "connected", { peer_id: current.peerId });
   ui.info.textContent = `Connected (peer ${current.peerId ?? "?"}). The session starts with your first text.`;
@@ -312,6 +328,7 @@ function teardown(why) {
   const wasLive = demo.state === "connected" || demo.state === "connecting";
   const current = peer;
   peer = null;
+  demo.pc = null;
   current?.close();
   clearTimeout(pollTimer);
   pollTimer = null;
@@ -326,7 +343,7 @@ function teardown(why) {
   if (why && wasLive) {
     // After SessionEnded the server closing the connection is the expected ending.
     setState(demo.sessionEnded ? "idle" : "failed");
-    if (!demo.sessionEnded) showError(why);
+    if (!demo.sessionEnded) showError(why, "Disconnected");
     record("local", "connection closed", { reason: why });
   }
   for (const u of demo.utterances) if (["queued", "playing", "resumed"].includes(u.state)) u.state = "stopped";
@@ -341,6 +358,7 @@ function resetSession() {
   demo.bargeIns = [];
   demo.transcripts = [];
   demo.firstAudioMs = null;
+  demo.firstPacketMs = null;
   demo.path = null;
   ui.firstAudio.textContent = "–";
   ui.bargeInLatency.textContent = "–";
@@ -382,7 +400,7 @@ async function speak() {
   try {
     await startSession();
   } catch (error) {
-    showError(`The session did not start: ${error.message}`);
+    showError(error.message, "The session did not start");
     return;
   }
   const pending = demo.utterances.filter((u) => ["queued", "playing", "resumed"].includes(u.state));
@@ -392,6 +410,7 @@ async function speak() {
     text,
     sentAt: null,
     firstAudioMs: null,
+    firstPacketMs: null,
     queuedBehind: pending.length ? pending[pending.length - 1].index : null,
     state: "queued",
     bargeIn: null,
@@ -403,7 +422,7 @@ async function speak() {
   u.sentAt = performance.now();
   send({ type: "TextChunk", text, is_final: true });
   if (baseline) {
-    measuring = { utterance: u, baseline };
+    measuring = { utterance: u, baseline, previous: baseline };
     schedulePoll(0);
   }
   renderUtterances();
@@ -459,7 +478,7 @@ function onMessage(message) {
       break;
     case "Error":
       if (sessionWaiter && !demo.session) sessionWaiter.reject(new Error(`${message.code}: ${message.message}`));
-      showError(`${message.code}: ${message.message}`);
+      showError(`${message.code}: ${message.message}`, "The server reported an error");
       break;
     case "SessionEnded":
       demo.sessionEnded = message;
@@ -496,21 +515,35 @@ async function poll() {
     ui.packets.textContent = String(stats.packetsReceived);
     ui.jitter.textContent = ms(stats.jitterBufferMs);
     ui.voiceLevel.style.width = `${Math.min(100, Math.sqrt(stats.audioLevel) * 100)}%`;
-    if (measuring && soundSince(measuring.baseline, stats)) {
-      const u = measuring.utterance;
-      u.firstAudioMs = now - u.sentAt;
-      u.state = u.state === "queued" ? "playing" : u.state;
-      demo.firstAudioMs = u.firstAudioMs;
-      ui.firstAudio.replaceChildren(ms(u.firstAudioMs));
-      record("local", "first audio", { utterance: u.index, ms: Math.round(u.firstAudioMs) });
-      measuring = null;
-      renderUtterances();
-    } else if (measuring && now - measuring.utterance.sentAt > FIRST_AUDIO_LIMIT_MS) {
+    if (measuring) measure(measuring, stats, now);
+    if (measuring && now - measuring.utterance.sentAt > FIRST_AUDIO_LIMIT_MS) {
       record("local", "no audio arrived", { utterance: measuring.utterance.index });
       measuring = null;
     }
   }
   schedulePoll(measuring ? POLL_FAST_MS : POLL_SLOW_MS);
+}
+
+/** First packet of sound, then first sound decoded: both from the text's sending. */
+function measure(m, stats, now) {
+  const u = m.utterance;
+  if (u.firstPacketMs === null && speechPacketsBetween(m.previous, stats)) {
+    u.firstPacketMs = demo.firstPacketMs = now - u.sentAt;
+    record("local", "first audio packet", { utterance: u.index, ms: Math.round(u.firstPacketMs) });
+  }
+  m.previous = stats;
+  if (!soundSince(m.baseline, stats)) return;
+  u.firstAudioMs = demo.firstAudioMs = now - u.sentAt;
+  // Stats refresh about every 50 ms: a packet may show up in the same read as its sound.
+  if (u.firstPacketMs === null) u.firstPacketMs = demo.firstPacketMs = u.firstAudioMs;
+  u.state = u.state === "queued" ? "playing" : u.state;
+  ui.firstAudio.replaceChildren(
+    ms(u.firstAudioMs),
+    el("small", { "data-testid": "first-packet" }, `arrived ${ms(u.firstPacketMs)}`),
+  );
+  record("local", "first audio", { utterance: u.index, ms: Math.round(u.firstAudioMs) });
+  measuring = null;
+  renderUtterances();
 }
 
 function meterLoop() {
@@ -545,6 +578,7 @@ function init() {
   ui.speak.addEventListener("click", () => speak());
   ui.stop.addEventListener("click", () => stop());
   ui.refresh.addEventListener("click", () => loadModels());
+  ui.model.addEventListener("change", () => describeModel());
   document.getElementById("clear-log").addEventListener("click", () => ui.log.replaceChildren());
   ui.text.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {

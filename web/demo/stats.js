@@ -4,6 +4,8 @@
 // Energy (level² × seconds) that counts as sound: 20 ms at a level of 0.003, far below speech.
 // Opus decodes digital silence to exactly zero, which adds nothing.
 export const SOUND_ENERGY = 2e-7;
+// Opus packets of digital silence are a few bytes (3 from aiortc); speech takes tens to hundreds.
+export const SPEECH_PACKET_BYTES = 20;
 
 /** The inbound audio stream's figures and the transport path in use. */
 export async function inboundAudio(pc) {
@@ -20,6 +22,7 @@ export async function inboundAudio(pc) {
   const emitted = inbound?.jitterBufferEmittedCount ?? 0;
   return {
     packetsReceived: inbound?.packetsReceived ?? 0,
+    bytesReceived: inbound?.bytesReceived ?? 0,
     packetsLost: inbound?.packetsLost ?? 0,
     audioLevel: inbound?.audioLevel ?? 0,
     totalAudioEnergy: inbound?.totalAudioEnergy ?? 0,
@@ -45,6 +48,13 @@ function candidateText(c) {
  * used, not `audioLevel`, which decays slowly and would still show the previous utterance. */
 export function soundSince(before, now) {
   return now.totalAudioEnergy - before.totalAudioEnergy > SOUND_ENERGY;
+}
+
+/** Packets of sound (not silence) received between two `inboundAudio` results? This is when
+ * audio reached the browser, before its jitter buffer and playout. */
+export function speechPacketsBetween(before, now) {
+  const packets = now.packetsReceived - before.packetsReceived;
+  return packets > 0 && (now.bytesReceived - before.bytesReceived) / packets > SPEECH_PACKET_BYTES;
 }
 
 /** RMS level (0..1) of a MediaStream, read on demand; `close()` releases the AudioContext. */

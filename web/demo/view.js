@@ -34,7 +34,7 @@ const ARROWS = { in: "←", out: "→", local: "·" };
 export function logLine(entry) {
   const { type, ...fields } = entry.message ?? {};
   const body = Object.keys(fields).length ? JSON.stringify(fields) : "";
-  const kind = type === "Error" ? "error" : type?.startsWith("BargeIn") ? "bargein" : entry.dir;
+  const kind = type === "Error" ? "ev-error" : type?.startsWith("BargeIn") ? "ev-bargein" : `ev-${entry.dir}`;
   return el(
     "li",
     { class: kind, "data-type": entry.type },
@@ -105,7 +105,7 @@ function bargeInLine(b, text) {
     el(
       "span",
       { class: "figs" },
-      `at ${seconds(b.at_ms)} into the audio · server latency ${ms(b.latency_ms)} · heard ${heard} of ${text.length} characters`,
+      `at ${seconds(b.at_ms)} into the audio · server latency ${ms(b.latency_ms)} · heard ${heard} of ${text.length} characters `,
     ),
     el("span", { class: "tag", title: "how the heard position was found", "data-testid": "heard-precision" }, b.heard_precision ?? "?"),
     outcome,
