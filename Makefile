@@ -13,7 +13,7 @@ LANGUAGE ?= en
 CONCURRENCY ?= 1
 OUT ?= out/cli.wav
 
-.PHONY: help venv test check proto proto-check bench demo cli clean
+.PHONY: help venv test check proto proto-check bench demo cli clean browser
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,7 +31,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create the virtualenv and install everything
 
-test: $(STAMP) proto-check ## Run the whole test suite (real Redis, real gRPC, real Piper)
+# The browser tests use $(DUPLEX_CHROMIUM) when set (tests/integration/browser.py reads it too).
+CHROMIUM ?= $(or $(DUPLEX_CHROMIUM),/usr/bin/chromium)
+
+browser: ## Install Debian's Chromium for the page tests (headless; never a downloaded browser)
+	@if [ -x "$(CHROMIUM)" ]; then echo "chromium: $(CHROMIUM)"; else \
+	  echo "== installing Debian's chromium for the browser tests (about 120 MB; needs root and apt) =="; \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } \
+	  || { echo "!! could not install chromium: run 'apt-get install -y chromium chromium-driver' as root, or set DUPLEX_CHROMIUM=/path/to/chromium"; exit 1; }; fi
+
+test: $(STAMP) proto-check browser ## Run the whole test suite (real Redis, real gRPC, real Piper)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 check: $(STAMP) ## ruff + mypy
