@@ -187,11 +187,13 @@ class Browser:
     async def navigate(self, url: str, *, limit_s: float = CALL_LIMIT_S) -> None:
         """Load `url` and wait until the document is complete; a failed load raises (e.g.
         "net::ERR_CERT_AUTHORITY_INVALID")."""
+        # A mark on the old document: the wait below must not be satisfied by it.
+        await self.evaluate("window.__leaving = true")
         result = await self.call("Page.navigate", {"url": url}, limit_s)
         if result.get("errorText"):
             raise CdpError(f"loading {url} failed: {result['errorText']}")
         await self.wait_for(
-            "document.readyState === 'complete' && location.href !== 'about:blank'",
+            "!window.__leaving && document.readyState === 'complete'",
             limit_s=limit_s,
             what=f"{url} to load",
         )

@@ -145,3 +145,22 @@ async def test_a_refused_microphone_gets_its_own_message(tmp_path: Path) -> None
     assert seen["insecure"] is False
     assert "refused the microphone" in seen["deniedText"]
     assert "(404)" in seen["error"]  # the refused offer, named with its status
+
+
+async def test_the_api_key_in_the_page_url_reaches_the_api(tmp_path: Path) -> None:
+    app = Starlette(
+        routes=page_routes(
+            web_root(), lambda: MODELS, authorize=lambda r: r.query_params.get("key") == "s3cret"
+        )
+    )
+    hint = "document.querySelector('[data-testid=model-hint]').textContent"
+    async with serve_app(app) as served, open_chromium(tmp_path) as browser:
+        await browser.navigate(served.url(path="/"))
+        await browser.wait_for(READY, what="the page to start")
+        refused = await browser.evaluate(hint)
+        await browser.navigate(served.url(path="/?key=s3cret"))
+        await browser.wait_for(READY, what="the page to start again")
+        allowed = await browser.evaluate("window.duplexDemo.models.length")
+    assert refused.startswith("Could not load the model list (401")
+    assert '"Automatic" still works' in refused
+    assert allowed == len(MODELS)
