@@ -13,12 +13,14 @@ ARG ONNXRUNTIME=onnxruntime
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY services ./services
+COPY web ./web
 COPY config ./config
 RUN pip install . \
  && if [ "$ONNXRUNTIME" != "onnxruntime" ]; then pip uninstall -y onnxruntime && pip install "$ONNXRUNTIME"; fi
 
-# 8080: orchestrator (WebSocket + /health /ready /metrics); 7001: a worker's gRPC port.
-EXPOSE 8080 7001
+# 8080: orchestrator (WebSocket, WebRTC signalling, the mic page, /health /ready /metrics);
+# 8443: the same over HTTPS/WSS when given a certificate; 7001: a worker's gRPC port.
+EXPOSE 8080 8443 7001
 CMD ["python", "-m", "duplex.orchestrator", "--config", "config/orchestrator.yaml"]

@@ -60,8 +60,8 @@ proto-check: $(STAMP) ## Fail when the committed generated code does not match t
 bench: $(STAMP) ## Run the benchmarks; prints figures and writes bench/reports/
 	$(PY) bench/run.py
 
-demo: $(STAMP) ## Start Redis, three workers and the orchestrator on this machine
-	$(PY) -m duplex.demo
+demo: $(STAMP) ## Start Redis, three workers and the orchestrator on this machine (TLS=1: also HTTPS/WSS on :8443)
+	$(PY) -m duplex.demo $(if $(filter 1,$(TLS)),--tls)
 
 cli: $(STAMP) ## Speak TEXT through the orchestrator: make cli TEXT="..." [MODEL=] [LANGUAGE=] [HOST=] [CONCURRENCY=]
 	$(PY) -m duplex.cli --host "$(HOST)" --text "$(TEXT)" $(if $(MODEL),--model "$(MODEL)") --language "$(LANGUAGE)" --concurrency $(CONCURRENCY) --out "$(OUT)"

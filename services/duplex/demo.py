@@ -23,6 +23,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -43,6 +44,7 @@ from duplex.devtools.probes import (
 )
 from duplex.devtools.redis_server import RedisBinaryNotFound, find_redis_server
 from duplex.logs import LOG_FORMAT_ENV
+from duplex.orchestrator.tls import default_hostnames, ensure_self_signed
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 CONFIG_DIR = Path("config/demo")
@@ -79,6 +81,9 @@ class DemoOptions:
     config_dir: Path = CONFIG_DIR
     startup_timeout_s: float = 180.0
     stop_timeout_s: float = 20.0
+    # HTTPS/WSS on this port with a self-signed certificate (None: plain HTTP only).
+    tls_port: int | None = None
+    tls_dir: Path = Path(".run/tls")
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,7 @@ class Demo:
             **env,
             "DUPLEX_ORCH_HOST": opts.host,
             "DUPLEX_ORCH_PORT": str(opts.orchestrator_port),
+            **self._tls_env(),
         }
         orch_argv = [self._python, "-m", "duplex.orchestrator"]
         orch_argv += ["--config", str(opts.config_dir / "orchestrator.yaml")]
@@ -331,11 +337,30 @@ class Demo:
         if self._children:
             self._log("all stopped")
 
+    def _tls_env(self) -> dict[str, str]:
+        """A self-signed certificate for this host's names (made once, then reused)."""
+        opts = self._options
+        if opts.tls_port is None:
+            return {}
+        cert, key = opts.tls_dir / "cert.pem", opts.tls_dir / "key.pem"
+        ensure_self_signed(cert, key, default_hostnames())
+        self._log(f"TLS certificate {cert} (self-signed: browsers ask you to accept it once)")
+        return {
+            "DUPLEX_TLS_PORT": str(opts.tls_port),
+            "DUPLEX_TLS_CERT_FILE": str(cert.resolve()),
+            "DUPLEX_TLS_KEY_FILE": str(key.resolve()),
+        }
+
     def _banner(self, redis_url: str, host: str, with_kokoro: bool, took_s: float) -> None:
         port = self._options.orchestrator_port
         http = f"http://{host}:{port}"
+        pages = [f"  mic page    {http}/   (talk over it to interrupt it)"]
+        if self._options.tls_port is not None:
+            name = socket.getfqdn() if self._options.host != "127.0.0.1" else "localhost"
+            pages.append(f"  HTTPS page  https://{name}:{self._options.tls_port}/")
         lines = [
             f"ready in {took_s:.1f} s. Ctrl-C stops everything.",
+            *pages,
             f"  WebSocket   ws://{host}:{port}",
             f"  health      {http}/health   ready: {http}/ready   metrics: {http}/metrics",
             f"  Redis       {redis_url}",
@@ -408,6 +433,13 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         help="address the orchestrator binds (%(default)s: this machine only; "
         "0.0.0.0 exposes it to the network, as the deployment guide does)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="also serve HTTPS/WSS (a self-signed certificate in .run/tls/) so browsers on "
+        "other machines get the microphone (make demo TLS=1)",
+    )
+    parser.add_argument("--tls-port", type=int, default=8443, help="(%(default)s)")
     parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="(%(default)s)")
     parser.add_argument(
         "--startup-timeout", type=float, default=180.0, help="seconds (%(default)s)"
@@ -421,6 +453,7 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         host=args.host,
         config_dir=args.config_dir,
         startup_timeout_s=args.startup_timeout,
+        tls_port=args.tls_port if args.tls else None,
     )
 
 

@@ -17,6 +17,8 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -33,6 +35,7 @@ from duplex.orchestrator.pages import models_from_workers, page_routes
 from duplex.orchestrator.router import Router
 from duplex.orchestrator.session import SessionHub, SessionServices
 from duplex.orchestrator.session.bargein import Transcriber
+from duplex.orchestrator.tls import server_ssl_kwargs
 from duplex.orchestrator.transports.signalling import Answer, SignallingError, signalling_routes
 from duplex.orchestrator.transports.webrtc import WebRtcTransport
 from duplex.orchestrator.transports.websocket import WebSocketTransport
@@ -251,25 +254,55 @@ class OrchestratorServer:
     """
 
     def __init__(
-        self, config: OrchestratorConfig, *, host: str | None = None, port: int | None = None
+        self,
+        config: OrchestratorConfig,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        tls_port: int | None = None,
     ) -> None:
         ws = config.transport.websocket
         self.config = config
         self.app = build_app(config)
+        bind = ws.host if host is None else host
+        common: dict[str, Any] = {
+            "host": bind,
+            "ws_max_size": ws.max_message_bytes * _WS_MAX_SIZE_FACTOR,
+            "log_config": None,
+            "access_log": False,
+            "timeout_graceful_shutdown": 5,
+        }
         self._uvicorn = _UvicornServer(
             uvicorn.Config(
-                self.app,
-                host=ws.host if host is None else host,
-                port=ws.port if port is None else port,
-                lifespan="on",
-                ws_max_size=ws.max_message_bytes * _WS_MAX_SIZE_FACTOR,
-                log_config=None,
-                access_log=False,
-                timeout_graceful_shutdown=5,
+                self.app, port=ws.port if port is None else port, lifespan="on", **common
             ),
             self.app,
         )
+        # HTTPS/WSS beside it: the same app (and runtime), so no second lifespan.
+        self._tls: uvicorn.Server | None = None
+        if config.tls.cert_file:
+            ssl: dict[str, Any] = dict(
+                server_ssl_kwargs(Path(config.tls.cert_file), Path(config.tls.key_file))
+            )
+            self._tls = _UvicornServer(
+                uvicorn.Config(
+                    self.app,
+                    port=config.tls.port if tls_port is None else tls_port,
+                    lifespan="off",
+                    **common,
+                    **ssl,
+                ),
+                self.app,
+            )
         self._task: asyncio.Task[None] | None = None
+        self._tls_task: asyncio.Task[None] | None = None
+
+    @property
+    def tls_port(self) -> int | None:
+        """The HTTPS/WSS port once started, or None without a certificate."""
+        if self._tls is None or not self._tls.started:
+            return None
+        return int(self._tls.servers[0].sockets[0].getsockname()[1])
 
     @property
     def port(self) -> int:
@@ -311,11 +344,31 @@ class OrchestratorServer:
             with contextlib.suppress(asyncio.CancelledError, ServerStartError):
                 await task
             raise
-        _LOG.info("orchestrator listening", extra={"host": self.host, "port": self.port})
+        if self._tls is not None:
+            await self._start_tls(timeout_s)
+        _LOG.info(
+            "orchestrator listening",
+            extra={"host": self.host, "port": self.port, "tls_port": self.tls_port},
+        )
 
-    async def _serve(self) -> None:
+    async def _start_tls(self, timeout_s: float) -> None:
+        tls = self._tls
+        assert tls is not None
+        task = self._tls_task = asyncio.create_task(self._serve(tls), name="uvicorn-tls")
         try:
-            await self._uvicorn.serve()
+            async with asyncio.timeout(timeout_s):
+                while not tls.started:
+                    if task.done():
+                        await task
+                        raise ServerStartError("the HTTPS server exited during startup")
+                    await asyncio.sleep(0.02)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _serve(self, server: uvicorn.Server | None = None) -> None:
+        try:
+            await (server or self._uvicorn).serve()
         except SystemExit as exc:
             # uvicorn calls sys.exit() when it cannot bind or the lifespan fails; that must
             # not escape a task (asyncio would re-raise it out of the event loop).
@@ -329,10 +382,19 @@ class OrchestratorServer:
     def request_stop(self) -> None:
         """Ask uvicorn to shut down gracefully (safe from a signal handler callback)."""
         self._uvicorn.should_exit = True
+        if self._tls is not None:
+            self._tls.should_exit = True
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Graceful stop: live sessions get `SessionEnded {reason: "shutdown"}`, then uvicorn
         closes, then the lifespan releases everything."""
+        tls_task, self._tls_task = self._tls_task, None
+        if self._tls is not None and tls_task is not None:
+            # The HTTPS server shares the runtime: stop it first, the lifespan last.
+            self._tls.should_exit = True
+            with contextlib.suppress(TimeoutError, ServerStartError):
+                async with asyncio.timeout(timeout_s):
+                    await tls_task
         task, self._task = self._task, None
         if task is None:
             return
