@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -44,11 +45,13 @@ def speech() -> dict[str, Int16Array]:
     return {"short": short, "long": long}
 
 
-@pytest.fixture
-async def orch(redis_url: str) -> AsyncIterator[OrchestratorServer]:
+@pytest.fixture(params=["webrtc"])
+async def orch(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[OrchestratorServer]:
+    config = orch_config(redis_url)
+    config = replace(config, vad=replace(config.vad, engine=request.param))
     async with (
         running_worker(worker_config(redis_url, name="w1", sample_rate=RATE)),
-        running_orchestrator(orch_config(redis_url)) as server,
+        running_orchestrator(config) as server,
     ):
         await wait_for_workers(server, {"w1"})
         yield server
@@ -101,6 +104,7 @@ def check_heard(barge: dict[str, Any], frames_before: int) -> None:
     assert 0 < barge["latency_ms"] < 1000
 
 
+@pytest.mark.parametrize("orch", ["webrtc", "silero"], indirect=True)
 async def test_stop_policy_cuts_the_voice_and_reports_what_was_heard(
     orch: OrchestratorServer, speech: dict[str, Int16Array]
 ) -> None:

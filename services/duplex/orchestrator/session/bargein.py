@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from duplex.audio.frames import PcmFrame
 from duplex.audio.mic import MicInput
 from duplex.audio.speech import SpeechEnded, SpeechStarted, SpeechTracker
-from duplex.audio.vad import make_vad
+from duplex.audio.vad import SileroModel, make_vad
 from duplex.orchestrator.config import OrchestratorConfig
 from duplex.orchestrator.metrics import OrchestratorMetrics
 from duplex.orchestrator.protocol import (
@@ -91,11 +91,13 @@ class Listener:
         metrics: OrchestratorMetrics,
         *,
         transcriber: Transcriber | None = None,
+        silero_model: SileroModel | None = None,
     ) -> None:
         vad = make_vad(
             config.vad.engine,
             aggressiveness=config.vad.aggressiveness,
             threshold=config.vad.silero_threshold,
+            silero_model=silero_model,
         )
         self._mic = MicInput(
             input_rate, vad, SpeechTracker(settings.min_speech_ms, settings.min_silence_ms)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from duplex.audio.frames import PcmFrame
 from duplex.audio.mic import MicFrameError
+from duplex.audio.vad import SileroModel
 from duplex.orchestrator.protocol import (
     ClientMessage,
     Control,
@@ -72,8 +73,10 @@ class ClientConnection:
         on_started: Callable[[ClientConnection], None],
         on_ended: Callable[[ClientConnection], None],
         transcriber: Transcriber | None = None,
+        silero_model: SileroModel | None = None,
     ) -> None:
         self._services = services
+        self._silero_model = silero_model
         self._metrics = services.metrics
         self._fanout = _Fanout(channel.messages, self._count_error)
         self._channel = ClientChannel(
@@ -229,6 +232,7 @@ class ClientConnection:
                 input_rate,
                 self._metrics,
                 transcriber=self._transcriber,
+                silero_model=self._silero_model,
             )
         except SessionError as exc:
             if exc.fatal:

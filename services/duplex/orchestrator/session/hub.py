@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 
+from duplex.audio.vad import SileroModel
 from duplex.orchestrator.errors import DuplexError
 from duplex.orchestrator.protocol import ErrorCode
 from duplex.orchestrator.session.bargein import Transcriber
@@ -34,6 +35,8 @@ class SessionHub:
         self._connections: set[ClientConnection] = set()
         self._by_session: dict[str, ClientConnection] = {}
         self._closing = False
+        # One silero model for the process (each session's detector keeps its own state).
+        self._silero = SileroModel() if services.config.vad.engine == "silero" else None
 
     @property
     def services(self) -> SessionServices:
@@ -69,6 +72,7 @@ class SessionHub:
             on_started=self._started,
             on_ended=self._ended,
             transcriber=self._transcriber,
+            silero_model=self._silero,
         )
         self._connections.add(connection)
         return connection
