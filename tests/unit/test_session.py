@@ -165,9 +165,7 @@ class FakeWorker:
         self.streams.append(FakeStream(self))
         return self.stream
 
-    async def control(
-        self, session_id: str, command: WorkerCommand, timeout_s: float = 5.0
-    ) -> str:
+    async def control(self, session_id: str, command: WorkerCommand, timeout_s: float = 5.0) -> str:
         self.controls.append(command)
         if command is WorkerCommand.STOP:
             self.stream.stop()
