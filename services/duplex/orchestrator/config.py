@@ -211,7 +211,10 @@ class AuthConfig:
 class SessionConfig:
     """Per-session limits, lead times and failover."""
 
+    # Audio sent to the client ahead of real time (PAUSE and barge-in cut within this).
     output_lead_ms: int = 60
+    # How far ahead of real time the worker sends frames (the stream's lead_ms): the
+    # orchestrator's own buffer, so that a slow frame does not starve the client.
     worker_lead_ms: int = 200
     max_text_chars: int = 5000
     # Text is forwarded to the worker once an utterance's first clause is this long (cut at a

@@ -1,1 +1,1 @@
-"""Client transports: each turns its wire into `Session` calls (WebSocket now, WebRTC later)."""
+"""Client transports: each turns its wire into calls on the session layer (WebSocket, WebRTC)."""
