@@ -81,10 +81,9 @@ async def test_without_configured_keys_off_machine_clients_are_told_to_set_one(
 ) -> None:
     """No API_KEYS and keys required: the refusal says how to set API_KEYS."""
     config = replace(orch_config(redis_url), auth=AuthConfig(require_on_loopback=True))
-    async with running_orchestrator(config) as orch:
-        async with connect(orch.url, proxy=None) as ws:
-            error = json.loads(await asyncio.wait_for(ws.recv(), 5))
-            assert error["code"] == "UNAUTHORIZED" and "API_KEYS" in error["message"]
+    async with running_orchestrator(config) as orch, connect(orch.url, proxy=None) as ws:
+        error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert error["code"] == "UNAUTHORIZED" and "API_KEYS" in error["message"]
 
 
 async def test_loopback_clients_need_no_key_by_default(redis_url: str) -> None:
