@@ -119,7 +119,8 @@ class FakeStream:
         self.events.put_nowait(WorkerUnavailable(self.worker.name, "worker died"))
 
     async def next_event(self, timeout_s: float | None) -> WorkerEvent | None:
-        item = await asyncio.wait_for(self.events.get(), timeout_s)
+        async with asyncio.timeout(timeout_s):  # not wait_for: it can swallow a cancel (3.11)
+            item = await self.events.get()
         if isinstance(item, BaseException):
             self.events.put_nowait(item)
             raise item

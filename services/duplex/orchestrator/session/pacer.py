@@ -101,7 +101,8 @@ class Pacer:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # A sink failure was logged by _run, and the session watches the task for it.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._items.clear()
         self._frames = 0
