@@ -50,6 +50,9 @@ DEADLINE_S = 20.0
 # A received frame whose loudest sample is at most this is silence: Opus decodes the idle
 # track's digital silence to (near) zeros; the tone voice peaks at ~9800, Piper at thousands.
 SILENT_PEAK = 300
+# Digital silence through Opus decodes to (almost) exact zeros; a pause between words in
+# speech does not (its frames peak at ~50-300), so this tells "the voice is over" apart.
+DIGITAL_SILENCE_PEAK = 8
 _TIME_BASE = fractions.Fraction(1, RTC_RATE)
 
 
@@ -183,11 +186,19 @@ class Recorder:
             if t > after and p > SILENT_PEAK
         ]
 
-    def silent_tail(self) -> int:
-        """How many frames in a row at the end were silent."""
+    def first_voiced_from(self, index: int, threshold: int = SILENT_PEAK) -> float | None:
+        """Arrival time of the first frame at or after frame ``index`` with a sample louder
+        than ``threshold``."""
+        for t, p in zip(self.frame_times[index:], self.frame_peaks[index:], strict=True):
+            if p > threshold:
+                return t
+        return None
+
+    def silent_tail(self, threshold: int = SILENT_PEAK) -> int:
+        """How many frames in a row at the end had no sample louder than ``threshold``."""
         count = 0
         for p in reversed(self.frame_peaks):
-            if p > SILENT_PEAK:
+            if p > threshold:
                 break
             count += 1
         return count

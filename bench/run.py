@@ -17,6 +17,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -29,32 +30,51 @@ from bench import (
     orchestrator_latency,
     routing_scale,
     tone_capacity,
+    webrtc_latency,
     worker_latency,
 )
 from bench.context import BenchContext, load_texts
 from bench.report import NOISE_NOTE, Section, machine_info, verdict, write_report
 
-BENCHMARKS: tuple[ModuleType, ...] = (
-    worker_latency,
-    orchestrator_latency,
-    routing_scale,
-    tone_capacity,
-    bargein_latency,
+Runner = Callable[[BenchContext, Section], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One section of the report: its runner and its time budget (a hung process never hangs
+    `make bench`)."""
+
+    name: str
+    title: str
+    run: Runner
+    budget_s: float
+
+    @classmethod
+    def of(cls, module: ModuleType, budget_s: float) -> Benchmark:
+        """A module with NAME, TITLE and run()."""
+        return cls(module.NAME, module.TITLE, module.run, budget_s)
+
+
+BENCHMARKS: tuple[Benchmark, ...] = (
+    Benchmark.of(worker_latency, 600.0),
+    Benchmark.of(orchestrator_latency, 420.0),
+    Benchmark.of(routing_scale, 180.0),
+    Benchmark.of(tone_capacity, 300.0),
+    Benchmark.of(bargein_latency, 240.0),
+    Benchmark.of(webrtc_latency, 300.0),
+    Benchmark(
+        webrtc_latency.CAPACITY_NAME,
+        webrtc_latency.CAPACITY_TITLE,
+        webrtc_latency.run_capacity,
+        240.0,
+    ),
 )
-# Upper bounds per benchmark (seconds): a hung process never hangs `make bench`.
-BUDGET_S = {
-    worker_latency.NAME: 600.0,
-    orchestrator_latency.NAME: 420.0,
-    routing_scale.NAME: 180.0,
-    tone_capacity.NAME: 300.0,
-    bargein_latency.NAME: 240.0,
-}
 QUICK_BUDGET_S = 90.0
 DEFAULT_OUT = Path(__file__).resolve().parent / "reports"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    names = [m.NAME for m in BENCHMARKS]
+    names = [b.name for b in BENCHMARKS]
     parser = argparse.ArgumentParser(description="duplex benchmarks (make bench)")
     parser.add_argument("--quick", action="store_true", help="tiny samples (smoke test, ~1 min)")
     parser.add_argument(
@@ -65,30 +85,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 async def run_all(args: argparse.Namespace) -> list[Section]:
-    selected = [m for m in BENCHMARKS if not args.only or m.NAME in args.only]
+    selected = [b for b in BENCHMARKS if not args.only or b.name in args.only]
     sections: list[Section] = []
     with tempfile.TemporaryDirectory(prefix="duplex-bench-") as tmp:
         ctx = BenchContext(quick=args.quick, texts=load_texts(), workdir=Path(tmp))
-        for module in selected:
-            section = Section(name=module.NAME, title=module.TITLE)
+        for bench in selected:
+            section = Section(name=bench.name, title=bench.title)
             sections.append(section)
             ctx.say("")
-            ctx.say(f"== {module.NAME}: {module.TITLE}")
-            runner: Callable[[BenchContext, Section], Awaitable[None]] = module.run
-            budget = QUICK_BUDGET_S if args.quick else BUDGET_S[module.NAME]
+            ctx.say(f"== {bench.name}: {bench.title}")
+            budget = QUICK_BUDGET_S if args.quick else bench.budget_s
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(budget):
-                    await runner(ctx, section)
+                    await bench.run(ctx, section)
             except Exception as exc:  # one benchmark failing must not lose the others
                 if isinstance(exc, TimeoutError):
                     section.error = f"stopped after its {budget:.0f} s budget"
                 else:
                     section.error = f"{type(exc).__name__}: {exc}"
-                ctx.say(f"!! {module.NAME} failed: {section.error}")
+                ctx.say(f"!! {bench.name} failed: {section.error}")
                 traceback.print_exc()
             section.seconds = time.perf_counter() - start
-            ctx.progress(f"{module.NAME} done in {section.seconds:.0f} s")
+            ctx.progress(f"{bench.name} done in {section.seconds:.0f} s")
     return sections
 
 

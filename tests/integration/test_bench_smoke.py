@@ -18,6 +18,8 @@ NAMES = (
     "routing_scale",
     "tone_capacity",
     "bargein_latency",
+    "webrtc_latency",
+    "webrtc_capacity",
 )
 
 
@@ -137,3 +139,37 @@ def test_bargein_latency_measures_every_part_on_both_transports(
             assert parts[key]["p50"] > 0, (transport, key)
     rows = [r[0] for r in section(quick_report, "bargein_latency")["tables"][0]["rows"]]
     assert any(r.startswith("(a)") for r in rows) and any(r.startswith("(c)") for r in rows)
+
+
+def test_webrtc_latency_gets_first_audio_over_both_transports(
+    quick_report: dict[str, Any],
+) -> None:
+    """Piper's first audio reaches a WebSocket client and an aiortc client for every text."""
+    found = section(quick_report, "webrtc_latency")
+    data = found["data"]
+    assert {(p["transport"], p["clients"]) for p in data["passes"]} == {
+        ("websocket", 1),
+        ("webrtc", 1),
+    }
+    for p in data["passes"]:
+        for key in ("first_frame_ms", "first_sound_ms", "first_voiced_ms"):
+            assert p[key]["n"] == data["texts"], (p["transport"], key)
+            assert p[key]["p50"] > 0, (p["transport"], key)
+        assert p["workers"] == ["bench-piper-rtc"]
+    rows = [r[0] for r in found["tables"][0]["rows"]]
+    assert "WebRTC: first voiced frame" in rows and "WebSocket: first frame" in rows
+
+
+def test_webrtc_capacity_holds_sessions_with_and_without_a_mic(
+    quick_report: dict[str, Any],
+) -> None:
+    """Both series run a step of WebRTC sessions: voiced frames arrive, none fails, and the
+    orchestrator's lateness histogram and CPU were read."""
+    data = section(quick_report, "webrtc_capacity")["data"]
+    assert [r["mic"] for r in data["steps"]] == [True, False]
+    for step in data["steps"]:
+        assert step["failed"] == 0, step["errors"]
+        assert step["received_share"] > 0
+        assert step["share_within_10ms"] is not None
+        assert step["send_lateness_p99_ms"] > 0
+        assert step["orchestrator_cpu_percent"] > 0
