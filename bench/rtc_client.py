@@ -124,26 +124,14 @@ async def post_json(url: str, payload: dict[str, Any], *, limit_s: float) -> dic
     status_line, _, rest = raw.partition(b"\r\n")
     headers, _, data = rest.partition(b"\r\n\r\n")
     status = int(status_line.split()[1]) if status_line else 0
-    if b"transfer-encoding: chunked" in headers.lower():
-        data = _unchunk(data)
+    if b"transfer-encoding: chunked" in headers.lower():  # /offer answers with a length
+        raise BenchProtocolError(f"POST {url}: chunked replies are not expected")
     if status != 200:
         raise BenchProtocolError(f"POST {url} answered {status}: {data[:300]!r}")
     reply = json.loads(data)
     if not isinstance(reply, dict):
         raise BenchProtocolError(f"POST {url}: expected a JSON object, got {data[:200]!r}")
     return reply
-
-
-def _unchunk(data: bytes) -> bytes:
-    out = bytearray()
-    while data:
-        size_line, _, rest = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        data = rest[size + 2 :]
-    return bytes(out)
 
 
 class Recorder:
