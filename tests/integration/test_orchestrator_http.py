@@ -14,8 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from duplex.asgiserver import ServerStartError
 from duplex.devtools.redis_server import free_port
-from duplex.orchestrator.app import OrchestratorServer, ServerStartError
+from duplex.orchestrator.app import OrchestratorServer
 from duplex.orchestrator.config import OrchestratorConfig
 from duplex.registry.admin import RegistryAdmin
 from duplex.registry.announcer import Announcer

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from duplex.audio.frames import PcmFrame
-from duplex.orchestrator.worker_client import (
+from duplex.workerclient import (
     UnknownModelError,
     UnknownSessionError,
     WorkerClient,
@@ -164,3 +164,16 @@ async def test_clients_are_cached_by_address(worker: RunningWorker) -> None:
     await clients.retain([])
     assert clients.get(worker.target) is not a
     await clients.close_all()
+
+
+async def test_unload_releases_a_resident_model_and_names_unknown_ones(
+    client: WorkerClient,
+) -> None:
+    """UnloadModel after LoadModel: the model is no longer resident; an unknown id is
+    UnknownModelError."""
+    await client.load_model("tone-rt02")
+    assert await client.unload_model("tone-rt02") == "tone-rt02"
+    models = await client.list_models()
+    assert not next(m for m in models.models if m.model_id == "tone-rt02").resident
+    with pytest.raises(UnknownModelError):
+        await client.unload_model("no-such-model")

@@ -37,7 +37,10 @@ from duplex.orchestrator.session import (
     SessionState,
 )
 from duplex.orchestrator.transports.base import ClientChannel, TransportKind
-from duplex.orchestrator.worker_client import (
+from duplex.registry.records import Capabilities, WorkerMetrics, WorkerRecord
+from duplex.routing import Decision, NoWorkerAvailable, NoWorkerCause, SessionRequest
+from duplex.text import ClauseSegmenter
+from duplex.workerclient import (
     StreamOpened,
     WorkerCommand,
     WorkerEvent,
@@ -45,9 +48,6 @@ from duplex.orchestrator.worker_client import (
     WorkerUnavailable,
     WorkerUtteranceEnd,
 )
-from duplex.registry.records import Capabilities, WorkerMetrics, WorkerRecord
-from duplex.routing import Decision, NoWorkerAvailable, NoWorkerCause, SessionRequest
-from duplex.text import ClauseSegmenter
 
 FRAME_BYTES = 1920  # 20 ms at 48 kHz
 

@@ -17,8 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from duplex.asgiserver import ServerStartError
 from duplex.logs import configure_logging
-from duplex.orchestrator.app import OrchestratorServer, ServerStartError
+from duplex.orchestrator.app import OrchestratorServer
 from duplex.orchestrator.config import ENV_OVERRIDES, ConfigError, load_orchestrator_config
 
 _LOG = logging.getLogger("duplex.orchestrator")

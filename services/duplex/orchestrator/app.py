@@ -14,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -28,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from duplex.asgiserver import InProcessServer
 from duplex.orchestrator.auth import ApiKeyMiddleware
 from duplex.orchestrator.config import OrchestratorConfig
 from duplex.orchestrator.metrics import CONTENT_TYPE, OrchestratorMetrics
@@ -39,9 +38,9 @@ from duplex.orchestrator.tls import server_ssl_kwargs
 from duplex.orchestrator.transports.signalling import Answer, SignallingError, signalling_routes
 from duplex.orchestrator.transports.webrtc import WebRtcTransport
 from duplex.orchestrator.transports.websocket import WebSocketTransport
-from duplex.orchestrator.worker_client import WorkerClients
 from duplex.registry.view import RegistryView
 from duplex.webassets import web_root
+from duplex.workerclient import WorkerClients
 
 _LOG = logging.getLogger(__name__)
 
@@ -223,34 +222,11 @@ async def shutdown_sessions(runtime: Runtime, reason: str = "shutdown") -> None:
         await runtime.webrtc.close_all(reason)
 
 
-class ServerStartError(RuntimeError):
-    """uvicorn could not start (port taken, lifespan failure)."""
-
-
-class _UvicornServer(uvicorn.Server):
-    """uvicorn without its own signal handling (the caller decides what a signal means), and
-    that says goodbye to live sessions before uvicorn drops their connections."""
-
-    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
-        super().__init__(config)
-        self._app = app
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        runtime: Runtime | None = getattr(self._app.state, "runtime", None)
-        if runtime is not None:
-            # uvicorn would close each WebSocket with 1012 and no message; end them first.
-            await shutdown_sessions(runtime)
-        await super().shutdown(sockets)
-
-
 class OrchestratorServer:
-    """Runs the app under uvicorn in the current event loop (the CLI and tests use it).
-
-    `port` 0 picks a free port; `port` tells the bound one after `start()`.
+    """Runs the app under uvicorn in the current event loop (the CLI and tests use it), and
+    over HTTPS/WSS beside it when the config has a certificate (the same app and runtime, so
+    no second lifespan). `port` 0 picks a free port; `port` tells the bound one after
+    `start()`.
     """
 
     def __init__(
@@ -264,150 +240,87 @@ class OrchestratorServer:
         ws = config.transport.websocket
         self.config = config
         self.app = build_app(config)
-        bind = ws.host if host is None else host
         common: dict[str, Any] = {
-            "host": bind,
+            "host": ws.host if host is None else host,
             "ws_max_size": ws.max_message_bytes * _WS_MAX_SIZE_FACTOR,
-            "log_config": None,
-            "access_log": False,
-            "timeout_graceful_shutdown": 5,
+            "before_shutdown": self._goodbye,
         }
-        self._uvicorn = _UvicornServer(
-            uvicorn.Config(
-                self.app, port=ws.port if port is None else port, lifespan="on", **common
-            ),
-            self.app,
+        self._plain = InProcessServer(
+            self.app, port=ws.port if port is None else port, name="orchestrator", **common
         )
-        # HTTPS/WSS beside it: the same app (and runtime), so no second lifespan.
-        self._tls: uvicorn.Server | None = None
+        self._tls: InProcessServer | None = None
         if config.tls.cert_file:
             ssl: dict[str, Any] = dict(
                 server_ssl_kwargs(Path(config.tls.cert_file), Path(config.tls.key_file))
             )
-            self._tls = _UvicornServer(
-                uvicorn.Config(
-                    self.app,
-                    port=config.tls.port if tls_port is None else tls_port,
-                    lifespan="off",
-                    **common,
-                    **ssl,
-                ),
+            self._tls = InProcessServer(
                 self.app,
+                port=config.tls.port if tls_port is None else tls_port,
+                lifespan="off",
+                name="orchestrator-tls",
+                **common,
+                **ssl,
             )
-        self._task: asyncio.Task[None] | None = None
-        self._tls_task: asyncio.Task[None] | None = None
+
+    async def _goodbye(self) -> None:
+        runtime: Runtime | None = getattr(self.app.state, "runtime", None)
+        if runtime is not None:
+            # uvicorn would close each WebSocket with 1012 and no message; end them first.
+            await shutdown_sessions(runtime)
 
     @property
     def tls_port(self) -> int | None:
         """The HTTPS/WSS port once started, or None without a certificate."""
-        if self._tls is None or not self._tls.started:
-            return None
-        return int(self._tls.servers[0].sockets[0].getsockname()[1])
+        return self._tls.port if self._tls is not None and self._tls.started else None
 
     @property
     def port(self) -> int:
-        servers = getattr(self._uvicorn, "servers", [])
-        if not self._uvicorn.started or not servers:
-            raise RuntimeError("the server is not started")
-        return int(servers[0].sockets[0].getsockname()[1])
+        return self._plain.port
 
     @property
     def host(self) -> str:
-        return self._uvicorn.config.host
+        return self._plain.host
 
     @property
     def url(self) -> str:
         """The WebSocket URL ("ws://host:port"), with 127.0.0.1 for a wildcard host."""
-        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        return f"ws://{host}:{self.port}"
+        return f"ws://{self._plain.local_host}:{self.port}"
 
     @property
     def http_url(self) -> str:
         return "http" + self.url.removeprefix("ws")
 
     async def start(self, timeout_s: float = 15.0) -> None:
-        """Start serving; returns once the port is bound, raises ServerStartError if not."""
-        if self._task is not None:
-            raise RuntimeError("already started")
-        task = self._task = asyncio.create_task(self._serve(), name="uvicorn")
-        try:
-            async with asyncio.timeout(timeout_s):
-                # uvicorn offers no startup event; `started` flips once the port is bound.
-                while not self._uvicorn.started:
-                    if task.done():
-                        await task  # raises its ServerStartError
-                        raise ServerStartError("uvicorn exited during startup")
-                    await asyncio.sleep(0.02)
-        except BaseException:
-            self._task = None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ServerStartError):
-                await task
-            raise
+        """Start serving; returns once the ports are bound, raises ServerStartError if not."""
+        await self._plain.start(timeout_s)
         if self._tls is not None:
-            await self._start_tls(timeout_s)
+            try:
+                await self._tls.start(timeout_s)
+            except BaseException:
+                await self._plain.stop()
+                raise
         _LOG.info(
             "orchestrator listening",
             extra={"host": self.host, "port": self.port, "tls_port": self.tls_port},
         )
 
-    async def _start_tls(self, timeout_s: float) -> None:
-        tls = self._tls
-        assert tls is not None
-        task = self._tls_task = asyncio.create_task(self._serve(tls), name="uvicorn-tls")
-        try:
-            async with asyncio.timeout(timeout_s):
-                while not tls.started:
-                    if task.done():
-                        await task
-                        raise ServerStartError("the HTTPS server exited during startup")
-                    await asyncio.sleep(0.02)
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def _serve(self, server: uvicorn.Server | None = None) -> None:
-        try:
-            await (server or self._uvicorn).serve()
-        except SystemExit as exc:
-            # uvicorn calls sys.exit() when it cannot bind or the lifespan fails; that must
-            # not escape a task (asyncio would re-raise it out of the event loop).
-            raise ServerStartError(f"uvicorn could not start (exit status {exc.code})") from None
-
     async def wait(self) -> None:
         """Until the server stops (after `request_stop()` or `stop()`)."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
+        await self._plain.wait()
 
     def request_stop(self) -> None:
         """Ask uvicorn to shut down gracefully (safe from a signal handler callback)."""
-        self._uvicorn.should_exit = True
         if self._tls is not None:
-            self._tls.should_exit = True
+            self._tls.request_stop()
+        self._plain.request_stop()
 
     async def stop(self, timeout_s: float = 30.0) -> None:
         """Graceful stop: live sessions get `SessionEnded {reason: "shutdown"}`, then uvicorn
-        closes, then the lifespan releases everything."""
-        tls_task, self._tls_task = self._tls_task, None
-        if self._tls is not None and tls_task is not None:
-            # The HTTPS server shares the runtime: stop it first, the lifespan last.
-            self._tls.should_exit = True
-            with contextlib.suppress(TimeoutError, ServerStartError):
-                async with asyncio.timeout(timeout_s):
-                    await tls_task
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._uvicorn.should_exit = True
-        try:
-            async with asyncio.timeout(timeout_s):
-                await task
-        except TimeoutError:
-            _LOG.error("orchestrator did not stop in %.0fs; cancelling", timeout_s)
-            self._uvicorn.force_exit = True
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        closes, then the lifespan releases everything (the HTTPS server first: it shares the
+        runtime)."""
+        if self._tls is not None:
+            await self._tls.stop(timeout_s)
+        await self._plain.stop(timeout_s)
 
     async def __aenter__(self) -> OrchestratorServer:
         await self.start()

@@ -49,9 +49,9 @@ from duplex.orchestrator.session.services import SessionServices
 from duplex.orchestrator.session.state import SessionState, StateEvent, StateMachine
 from duplex.orchestrator.session.utterance import Utterance, unvoiced_chars
 from duplex.orchestrator.transports.base import ClientChannel
-from duplex.orchestrator.worker_client import WorkerCommand, WorkerError
 from duplex.routing import SessionRequest
 from duplex.text import ClauseSegmenter
+from duplex.workerclient import WorkerCommand, WorkerError
 
 log = logging.getLogger(__name__)
 

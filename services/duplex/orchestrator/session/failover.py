@@ -22,7 +22,8 @@ from duplex.orchestrator.metrics import OrchestratorMetrics
 from duplex.orchestrator.protocol import ErrorCode
 from duplex.orchestrator.router import Router
 from duplex.orchestrator.session.utterance import Utterance
-from duplex.orchestrator.worker_client import (
+from duplex.routing import Decision, NoWorkerAvailable, SessionRequest
+from duplex.workerclient import (
     UnknownModelError,
     WorkerCapacityError,
     WorkerClient,
@@ -33,7 +34,6 @@ from duplex.orchestrator.worker_client import (
     WorkerStreamError,
     WorkerUtteranceEnd,
 )
-from duplex.routing import Decision, NoWorkerAvailable, SessionRequest
 
 log = logging.getLogger(__name__)
 

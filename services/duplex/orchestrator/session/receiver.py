@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from duplex.audio.frames import PcmFrame, TextSpan, frame_bytes
 from duplex.orchestrator.session.failover import Link
 from duplex.orchestrator.session.utterance import Utterance
-from duplex.orchestrator.worker_client import WorkerStreamError
+from duplex.workerclient import WorkerStreamError
 
 OnFrame = Callable[[Utterance, PcmFrame], Awaitable[None]]
 

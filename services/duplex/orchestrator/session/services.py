@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from duplex.orchestrator.config import OrchestratorConfig
 from duplex.orchestrator.metrics import OrchestratorMetrics
 from duplex.orchestrator.router import Router
-from duplex.orchestrator.worker_client import WorkerClients
+from duplex.workerclient import WorkerClients
 
 
 @dataclass(frozen=True)

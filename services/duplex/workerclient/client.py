@@ -1,6 +1,6 @@
-"""The orchestrator's side of the worker ABI (gRPC `tts.v1.TTSWorker`).
+"""The client side of the worker ABI (gRPC `tts.v1.TTSWorker`).
 
-The only orchestrator module that imports ``duplex.gen``: everything it hands out is a
+The only client-side module that imports ``duplex.gen``: everything it hands out is a
 frozen dataclass of this module, and every gRPC status is translated into a
 :class:`WorkerError` subclass here. Every call carries a deadline (``asyncio.timeout``,
 never ``wait_for``, which on Python 3.11 can swallow a cancellation); the synthesis
@@ -405,6 +405,17 @@ class WorkerClient:
         except grpc.aio.AioRpcError as err:
             raise _translate(self.target, err) from None
         return LoadResult(_model(resp.model), bool(resp.loaded_now), float(resp.load_ms))
+
+    async def unload_model(self, model_id: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+        """Release a resident model; returns its id. UnknownModelError when not in the
+        catalog; WorkerStreamError (FAILED_PRECONDITION) while sessions still use it."""
+        try:
+            resp = await self._stub.UnloadModel(
+                tts_pb2.UnloadModelRequest(model_id=model_id), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _translate(self.target, err) from None
+        return str(resp.model_id)
 
     async def capabilities(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> WorkerInfo:
         """GetCapabilities."""
