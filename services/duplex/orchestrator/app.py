@@ -14,6 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,11 @@ from duplex.orchestrator.tls import server_ssl_kwargs
 from duplex.orchestrator.transports.signalling import Answer, SignallingError, signalling_routes
 from duplex.orchestrator.transports.webrtc import WebRtcTransport
 from duplex.orchestrator.transports.websocket import WebSocketTransport
+from duplex.registry.orchestrators import (
+    MAX_SESSIONS_PUBLISHED,
+    OrchestratorPublisher,
+    OrchestratorRecord,
+)
 from duplex.registry.view import RegistryView
 from duplex.webassets import web_root
 from duplex.workerclient import WorkerClients
@@ -109,6 +118,8 @@ def build_app(config: OrchestratorConfig) -> Starlette:
         runtime = Runtime(
             config, view, clients, router, metrics, hub, WebSocketTransport(hub), webrtc
         )
+        publisher = _publisher(config, runtime)
+        publisher.start()
         holder.runtime = app.state.runtime = runtime
         _LOG.info(
             "orchestrator ready to serve",
@@ -121,6 +132,7 @@ def build_app(config: OrchestratorConfig) -> Starlette:
             holder.runtime = app.state.runtime = None
             steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
                 ("sessions", lambda: shutdown_sessions(runtime)),
+                ("session publisher", publisher.stop),
                 ("worker clients", clients.close_all),
                 ("registry view", view.stop),
             ]
@@ -191,6 +203,32 @@ def build_app(config: OrchestratorConfig) -> Starlette:
         ],
         middleware=[Middleware(ApiKeyMiddleware, config=config.auth)],
         lifespan=lifespan,
+    )
+
+
+def _publisher(config: OrchestratorConfig, runtime: Runtime) -> OrchestratorPublisher:
+    """Publishes this process's in-flight counts and sessions for the console."""
+    ws = config.transport.websocket
+    host = socket.gethostname() if ws.host in ("0.0.0.0", "::", "") else ws.host
+    orchestrator_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    url = f"http://{host}:{ws.port}"
+    started_at = time.time()
+    interval_s = config.redis.publish_interval_ms / 1000
+
+    def snapshot() -> OrchestratorRecord:
+        sessions = runtime.hub.summaries()
+        return OrchestratorRecord(
+            id=orchestrator_id,
+            url=url,
+            started_at=started_at,
+            last_heartbeat=time.time(),
+            inflight=dict(runtime.router.inflight()),
+            sessions=tuple(sessions[:MAX_SESSIONS_PUBLISHED]),
+            sessions_total=len(sessions),
+        )
+
+    return OrchestratorPublisher(
+        config.redis.url, orchestrator_id, snapshot, interval_s=interval_s, ttl_s=interval_s * 3
     )
 
 

@@ -114,6 +114,9 @@ class RedisConfig:
     url: str = "redis://localhost:6379"
     reconcile_interval_ms: int = 1000
     worker_ttl_ms: int = 15000
+    # This orchestrator's sessions and in-flight counts go to `orchestrator:{id}` this often
+    # (for the console); the hash expires after three intervals without a refresh.
+    publish_interval_ms: int = 1000
 
     def __post_init__(self) -> None:
         _require(
@@ -122,6 +125,7 @@ class RedisConfig:
         )
         _require(self.reconcile_interval_ms > 0, "redis.reconcile_interval_ms must be > 0")
         _require(self.worker_ttl_ms > 0, "redis.worker_ttl_ms must be > 0")
+        _require(self.publish_interval_ms > 0, "redis.publish_interval_ms must be > 0")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,13 @@ DRAINED = "workers:drained"
 ROUTING = "routing:strategy"
 """Hash: `RoutingSettings.encode()`; overrides the orchestrator's configured routing."""
 
+ORCHESTRATOR_PREFIX = "orchestrator:"
+"""`orchestrator:{id}`: a hash (`OrchestratorRecord.encode()`) that expires after its TTL: one
+orchestrator process, its in-flight counts per worker and its live sessions."""
+
+ORCHESTRATORS_LIVE = "orchestrators:live"
+"""Sorted set: member = orchestrator id, score = its last heartbeat (unix seconds)."""
+
 # Event types (the message payload of a keyspace notification) after which the key is gone.
 REMOVAL_EVENTS = frozenset({"del", "expired", "evicted", "rename_from", "move_from", "unlink"})
 
@@ -28,6 +35,11 @@ _KEYSPACE_CHANNEL = re.compile(r"^__keyspace@\d+__:")
 def worker_key(name: str) -> str:
     """The hash key of one worker."""
     return f"{WORKER_PREFIX}{name}"
+
+
+def orchestrator_key(orchestrator_id: str) -> str:
+    """The hash key of one orchestrator process."""
+    return f"{ORCHESTRATOR_PREFIX}{orchestrator_id}"
 
 
 def keyspace_channel(db: int, key: str) -> str:

@@ -108,6 +108,7 @@ class Listener:
         self._transcriber = transcriber
         self._echo = config.asr.reply == "echo"
         self._transport = session.channel.kind.value
+        self.barge_ins = 0
         self._barged = False  # a barge-in is waiting to be settled
         self._speaking = False  # the user is speaking now
         self._timer: asyncio.Task[None] | None = None
@@ -144,6 +145,7 @@ class Listener:
         detect_s = max(0.0, (event.decided_ms - event.onset_ms) / 1000)
 
         async def announce(cut: Cut) -> None:
+            self.barge_ins += 1
             cut_s = max(0.0, cut.cut_at - received)
             self._observe(detect_s, cut_s)
             heard = cut.heard or Heard(0, 0, 0, "", HeardPrecision.CLAUSE)

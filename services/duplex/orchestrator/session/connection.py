@@ -39,6 +39,7 @@ from duplex.orchestrator.session.core import Session, SessionError
 from duplex.orchestrator.session.services import SessionServices
 from duplex.orchestrator.session.state import SessionState
 from duplex.orchestrator.transports.base import ClientChannel, MessageSink
+from duplex.registry.orchestrators import SessionSummary
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class ClientConnection:
         self._ending = False
         self._watch: asyncio.Task[None] | None = None
         self._last_audio_error = 0.0
+        self._started_at = time.time()
 
     @property
     def kind(self) -> str:
@@ -109,6 +111,22 @@ class ClientConnection:
         return session is not None and session.state in (
             SessionState.SPEAKING,
             SessionState.BARGED_IN,
+        )
+
+    def summary(self) -> SessionSummary | None:
+        """The live session as a console shows it; None before it started."""
+        session = self.session
+        if session is None or not self._started or session.session_id is None:
+            return None
+        return SessionSummary(
+            session_id=session.session_id,
+            transport=self.kind,
+            worker=session.worker or "",
+            model_id=session.model,
+            state=session.state.value,
+            started_at=self._started_at,
+            first_audio_ms=session.first_audio_ms,
+            barge_ins=self._listener.barge_ins if self._listener is not None else 0,
         )
 
     @property
@@ -246,6 +264,7 @@ class ClientConnection:
             await self._send_error(exc.code, exc.message)
             return
         self._started = True
+        self._started_at = time.time()
         self._metrics.sessions_active.labels(transport=self.kind).inc()
         self._on_started(self)
         self._watch = asyncio.create_task(self._watch_session(session), name="session-watch")

@@ -114,6 +114,10 @@ class Session:
         return self._link.stream.opened.model_id if self._link else (self._request.model_id or "")
 
     @property
+    def first_audio_ms(self) -> float | None:
+        return self._out.first_audio_ms
+
+    @property
     def pacer_task(self) -> asyncio.Task[None] | None:
         return self._pacer.task
 

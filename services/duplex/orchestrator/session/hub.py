@@ -17,6 +17,7 @@ from duplex.orchestrator.session.bargein import Transcriber
 from duplex.orchestrator.session.connection import ClientConnection
 from duplex.orchestrator.session.services import SessionServices
 from duplex.orchestrator.transports.base import ClientChannel
+from duplex.registry.orchestrators import SessionSummary
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,11 @@ class SessionHub:
         )
         self._connections.add(connection)
         return connection
+
+    def summaries(self) -> list[SessionSummary]:
+        """Every started session, oldest first."""
+        found = (c.summary() for c in list(self._connections))
+        return sorted((s for s in found if s is not None), key=lambda s: s.started_at)
 
     def find(self, session_id: str) -> ClientConnection | None:
         return self._by_session.get(session_id)

@@ -54,6 +54,7 @@ class Output:
         self._on_change = on_change
         self._heard = HeardTracker()
         self._ends_queued = 0  # AudioEnd markers in the pacer
+        self.first_audio_ms: float | None = None  # of the session's first voiced utterance
         self.pacer = Pacer(
             self._send_frame,
             lead_ms=lead_ms,
@@ -125,7 +126,10 @@ class Output:
     async def _first_audio(self, utt: Utterance) -> None:
         if utt.stopped:
             return
-        self._metrics.first_audio_seconds.observe(time.monotonic() - utt.first_text_at)
+        latency = time.monotonic() - utt.first_text_at
+        self._metrics.first_audio_seconds.observe(latency)
+        if self.first_audio_ms is None:
+            self.first_audio_ms = round(latency * 1000, 1)
 
 
 def fade_out(frame: PcmFrame, fade_ms: int) -> PcmFrame:
