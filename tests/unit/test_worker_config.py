@@ -76,6 +76,47 @@ def test_example_configs_use_distinct_names_and_ports() -> None:
     configs = [load_worker_config(p, {}) for p in sorted((REPO / "config").glob("worker-*.yaml"))]
     assert len({c.worker.name for c in configs}) == len(configs)
     assert len({c.worker.grpc_port for c in configs}) == len(configs)
+    assert len({c.worker.metrics_port for c in configs}) == len(configs)
+
+
+@pytest.mark.parametrize("folder", ["config", "config/demo"])
+def test_shipped_worker_files_give_each_worker_its_own_metrics_port(folder: str) -> None:
+    """Every worker file serves /metrics on loopback at a fixed port from 9101, none shared."""
+    paths = sorted((REPO / folder).glob("worker-*.yaml"))
+    configs = [load_worker_config(p, {}) for p in paths]
+    ports = sorted(c.worker.metrics_port for c in configs)
+    assert ports == list(range(9101, 9101 + len(configs)))
+    assert {c.worker.metrics_host for c in configs} == {"127.0.0.1"}
+    assert {c.gpu.sample_interval_ms for c in configs} == {1000}
+
+
+def test_metrics_and_gpu_keys_default_to_a_free_loopback_port_and_one_second(
+    tmp_path: Path,
+) -> None:
+    """The guide's YAML, which has no metrics keys, gets a free port on 127.0.0.1 and 1 s
+    GPU sampling, so several such workers on one host never clash."""
+    config = load_worker_config(_write(tmp_path, GUIDE_YAML), {})
+    assert config.worker.metrics_port == 0 and config.worker.metrics_enabled
+    assert config.worker.metrics_host == "127.0.0.1"
+    assert config.gpu.sample_interval_ms == 1000
+
+
+def test_metrics_port_minus_one_turns_metrics_off(tmp_path: Path) -> None:
+    """-1 (here from the environment) means no /metrics server."""
+    config = load_worker_config(_write(tmp_path, GUIDE_YAML), {"DUPLEX_WORKER_METRICS_PORT": "-1"})
+    assert config.worker.metrics_port == -1 and not config.worker.metrics_enabled
+
+
+def test_metrics_and_gpu_overrides_come_from_the_environment(tmp_path: Path) -> None:
+    """DUPLEX_WORKER_METRICS_PORT / _HOST and DUPLEX_GPU_SAMPLE_INTERVAL_MS replace the file."""
+    env = {
+        "DUPLEX_WORKER_METRICS_PORT": "9200",
+        "DUPLEX_WORKER_METRICS_HOST": "0.0.0.0",
+        "DUPLEX_GPU_SAMPLE_INTERVAL_MS": "250",
+    }
+    config = load_worker_config(_write(tmp_path, GUIDE_YAML), env)
+    assert (config.worker.metrics_port, config.worker.metrics_host) == (9200, "0.0.0.0")
+    assert config.gpu.sample_interval_ms == 250
 
 
 def test_an_unknown_key_is_rejected_naming_it(tmp_path: Path) -> None:
@@ -121,6 +162,14 @@ def test_a_missing_required_key_is_named(tmp_path: Path) -> None:
         ("resident_cap: 2", "resident_cap: 0", "resident_cap must be >= 1"),
         ("grpc_port: 7001", "grpc_port: 70000", "grpc_port must be in"),
         ('url: "redis://localhost:6379"', 'url: "localhost:6379"', "redis.url"),
+        ("grpc_port: 7001", "grpc_port: 7001\n  metrics_port: -2", "worker.metrics_port"),
+        ("grpc_port: 7001", "grpc_port: 7001\n  metrics_port: 65536", "worker.metrics_port"),
+        ("grpc_port: 7001", 'grpc_port: 7001\n  metrics_host: " "', "worker.metrics_host"),
+        (
+            "frame_duration_ms: 20",
+            "frame_duration_ms: 20\ngpu:\n  sample_interval_ms: 10",
+            "gpu.sample_interval_ms",
+        ),
     ],
 )
 def test_out_of_range_values_are_rejected(tmp_path: Path, old: str, new: str, message: str) -> None:

@@ -3,11 +3,12 @@
 ```yaml
 worker:         {name, grpc_port, adapter_type, host, advertise_host, inference_threads,
                  onnx_threads, output_lead_ms, max_text_chars, first_clause_max_chars,
-                 session_jobs_in_flight, drain_grace_s, use_cuda}
+                 session_jobs_in_flight, drain_grace_s, use_cuda, metrics_port, metrics_host}
 model_manager:  {default_model_id, preload_model_ids, resident_cap, ttl_ms,
                  min_residency_ms, max_parallel_loads, warmup_text}   (ModelManagerConfig)
 redis:          {url, heartbeat_interval_ms, worker_ttl_ms}
 audio:          {sample_rate, frame_duration_ms}
+gpu:            {sample_interval_ms}
 ```
 
 Unknown keys and wrongly typed values are errors that name the key (the loading itself is
@@ -32,6 +33,12 @@ SUPPORTED_SAMPLE_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 32000, 441
 
 SUPPORTED_FRAME_MS: tuple[int, ...] = (10, 20, 40)
 
+METRICS_FREE_PORT = 0
+"""`worker.metrics_port` value: serve /metrics on a free port chosen at start."""
+
+METRICS_OFF = -1
+"""`worker.metrics_port` value: serve no /metrics."""
+
 
 @dataclass(frozen=True)
 class WorkerSection:
@@ -55,6 +62,11 @@ class WorkerSection:
     session_jobs_in_flight: int = 1
     drain_grace_s: float = 10.0
     use_cuda: bool = True
+    # Prometheus /metrics: a fixed port (unique per worker on a host, 9101 and up in the
+    # shipped files), 0 for a free port chosen at start (announced in Redis as metrics_port),
+    # -1 for none. 0 by default so that several workers in one process or host never clash.
+    metrics_port: int = METRICS_FREE_PORT
+    metrics_host: str = "127.0.0.1"  # the address /metrics binds ("0.0.0.0" in a container)
 
     def __post_init__(self) -> None:
         _require(bool(self.name.strip()), "worker.name must not be empty")
@@ -67,6 +79,16 @@ class WorkerSection:
         _require(self.first_clause_max_chars >= 0, "worker.first_clause_max_chars must be >= 0")
         _require(self.session_jobs_in_flight >= 1, "worker.session_jobs_in_flight must be >= 1")
         _require(self.drain_grace_s >= 0, "worker.drain_grace_s must be >= 0")
+        _require(
+            self.metrics_port == METRICS_OFF or 0 <= self.metrics_port <= 65535,
+            "worker.metrics_port must be in 0..65535 (0: a free port), or -1 (no metrics)",
+        )
+        _require(bool(self.metrics_host.strip()), "worker.metrics_host must not be empty")
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Whether the worker serves /metrics at all."""
+        return self.metrics_port != METRICS_OFF
 
 
 @dataclass(frozen=True)
@@ -108,6 +130,16 @@ class AudioSection:
 
 
 @dataclass(frozen=True)
+class GpuSection:
+    """The GPU sampler: how often NVML is read (the sampler runs only where a GPU is seen)."""
+
+    sample_interval_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        _require(self.sample_interval_ms >= 100, "gpu.sample_interval_ms must be >= 100")
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     """Everything `python -m duplex.worker` needs."""
 
@@ -115,6 +147,7 @@ class WorkerConfig:
     model_manager: ModelManagerConfig
     redis: RedisSection = field(default_factory=RedisSection)
     audio: AudioSection = field(default_factory=AudioSection)
+    gpu: GpuSection = field(default_factory=GpuSection)
 
 
 ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
@@ -132,6 +165,8 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
         "DUPLEX_SESSION_JOBS_IN_FLIGHT": ("worker", "session_jobs_in_flight"),
         "DUPLEX_DRAIN_GRACE_S": ("worker", "drain_grace_s"),
         "DUPLEX_USE_CUDA": ("worker", "use_cuda"),
+        "DUPLEX_WORKER_METRICS_PORT": ("worker", "metrics_port"),
+        "DUPLEX_WORKER_METRICS_HOST": ("worker", "metrics_host"),
         "DUPLEX_DEFAULT_MODEL_ID": ("model_manager", "default_model_id"),
         "DUPLEX_PRELOAD_MODEL_IDS": ("model_manager", "preload_model_ids"),
         "DUPLEX_RESIDENT_CAP": ("model_manager", "resident_cap"),
@@ -143,6 +178,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
         "DUPLEX_WORKER_TTL_MS": ("redis", "worker_ttl_ms"),
         "DUPLEX_SAMPLE_RATE": ("audio", "sample_rate"),
         "DUPLEX_FRAME_DURATION_MS": ("audio", "frame_duration_ms"),
+        "DUPLEX_GPU_SAMPLE_INTERVAL_MS": ("gpu", "sample_interval_ms"),
     }
 )
 """Environment variable -> (section, key). Lists are comma-separated; booleans are
