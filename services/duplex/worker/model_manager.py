@@ -17,6 +17,7 @@ from types import TracebackType
 
 from duplex.worker.adapters.base import Adapter, AdapterOptions, Voice, adapter_for
 from duplex.worker.catalog import Catalog, ModelSpec, UnknownModel
+from duplex.worker.metrics import WorkerPromMetrics, load_outcome
 
 __all__ = [
     "CapacityExhausted",
@@ -177,6 +178,7 @@ class ModelManager:
         *,
         clock: Callable[[], float] = time.monotonic,
         adapters: Callable[[str], Adapter] = adapter_for,
+        metrics: WorkerPromMetrics | None = None,
     ) -> None:
         self._catalog = catalog
         self._config = config
@@ -186,6 +188,10 @@ class ModelManager:
         self._slots: dict[str, _Slot] = {}
         self._load_sem = asyncio.Semaphore(config.max_parallel_loads)
         self._closed = False
+        self._metrics = metrics
+        if metrics is not None:
+            for model_id in catalog.ids():  # true zeros: nothing is resident before start()
+                metrics.residency(model_id, False, 0)
 
     @property
     def default_model_id(self) -> str:
@@ -275,6 +281,7 @@ class ModelManager:
         ]
         for slot in victims:
             self._remove(slot)
+            self._evicted(slot)
             _LOG.info("evicted idle model", extra={"model_id": slot.spec.model_id})
         await self._close_slots(victims)
         return [slot.spec.model_id for slot in victims]
@@ -345,6 +352,7 @@ class ModelManager:
             raise CapacityExhausted(model_id, self._config.resident_cap, tuple(self._slots))
         victims = [self._remove(slot) for slot in candidates[:excess]]
         for victim in victims:
+            self._evicted(victim)
             _LOG.info(
                 "evicted least recently used model",
                 extra={"model_id": victim.spec.model_id, "for_model_id": model_id},
@@ -369,6 +377,8 @@ class ModelManager:
             raise
         except Exception as exc:
             self._remove(slot)
+            if self._metrics is not None:
+                self._metrics.model_load_failed(spec.model_id, load_outcome(exc))
             _LOG.error(
                 "model load failed",
                 extra={"model_id": spec.model_id, "error": f"{type(exc).__name__}: {exc}"},
@@ -378,6 +388,9 @@ class ModelManager:
         slot.state = _State.RESIDENT
         slot.load_ms = load_ms
         slot.loaded_at = slot.last_used = self._clock()
+        if self._metrics is not None:
+            self._metrics.model_loaded(spec.model_id, load_ms / 1000)
+        self._publish_residency(spec.model_id)
         _LOG.info("model loaded", extra={"model_id": spec.model_id, "load_ms": round(load_ms)})
 
     def _load_blocking(self, spec: ModelSpec) -> Voice:
@@ -399,7 +412,18 @@ class ModelManager:
     def _remove(self, slot: _Slot) -> _Slot:
         if self._slots.get(slot.spec.model_id) is slot:
             del self._slots[slot.spec.model_id]
+            self._publish_residency(slot.spec.model_id)
         return slot
+
+    def _evicted(self, slot: _Slot) -> None:
+        # Evictions are the manager's own choice (cap or idle TTL); an UnloadModel is not one.
+        if self._metrics is not None:
+            self._metrics.model_evicted(slot.spec.model_id)
+
+    def _publish_residency(self, model_id: str) -> None:
+        if self._metrics is not None:
+            resident = self.resident()
+            self._metrics.residency(model_id, model_id in resident, len(resident))
 
     @staticmethod
     async def _close_slots(slots: list[_Slot]) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from duplex.worker.adapters.base import Int16Array, Voice
+from duplex.worker.metrics import WorkerPromMetrics
 
 _LOG = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class SynthesisScheduler:
     a clause is short, and a voice cannot be paused mid-inference.
     """
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, *, metrics: WorkerPromMetrics | None = None) -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self._thread_count = threads
@@ -106,6 +107,9 @@ class SynthesisScheduler:
         self._synth_seconds = 0.0
         self._ew_audio = 0.0
         self._ew_synth = 0.0
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.watch_queue_depth(self.queue_depth)
 
     def start(self) -> None:
         """Start the inference threads (idempotent)."""
@@ -271,6 +275,9 @@ class SynthesisScheduler:
                 else:
                     self._ew_audio += RTF_WEIGHT * (audio - self._ew_audio)
                     self._ew_synth += RTF_WEIGHT * (synth - self._ew_synth)
+        if self._metrics is not None and error is None:
+            # Completed jobs only: a cancelled or failed one says nothing about speed.
+            self._metrics.clause_synthesized(job.voice.model_id, synth, audio)
 
     @staticmethod
     def _finish(entry: _Entry, error: BaseException | None) -> None:

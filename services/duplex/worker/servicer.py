@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from duplex.gen.tts.v1 import tts_pb2, tts_pb2_grpc
 from duplex.worker.catalog import Catalog, ModelSpec, UnknownModel
 from duplex.worker.config import SUPPORTED_SAMPLE_RATES, WorkerConfig
+from duplex.worker.metrics import WorkerPromMetrics
 from duplex.worker.model_manager import (
     CapacityExhausted,
     Lease,
@@ -69,6 +70,7 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
         catalog: Catalog,
         models: ModelManager,
         scheduler: Scheduler,
+        metrics: WorkerPromMetrics | None = None,
     ) -> None:
         self._config = config
         self._identity = identity
@@ -80,6 +82,7 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
         self._no_sessions.set()
         self._draining = False
         self._closed_underruns = 0
+        self._metrics = metrics
 
     # -- what the app reads ---------------------------------------------------------
 
@@ -133,7 +136,7 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
                 f"use one of {list(SUPPORTED_SAMPLE_RATES)}",
             )
         lease = await self._acquire(opening.model_id or None, context)
-        session = Session(session_id, lease.voice, self._scheduler, settings)
+        session = Session(session_id, lease.voice, self._scheduler, settings, metrics=self._metrics)
         self._register(session)
         reader = asyncio.create_task(
             self._read_text(request_iterator, session), name=f"session-reader:{session_id}"
@@ -237,6 +240,8 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
     def _register(self, session: Session) -> None:
         self._sessions[session.session_id] = session
         self._no_sessions.clear()
+        if self._metrics is not None:
+            self._metrics.session_opened()
         if self._draining:
             session.drain()
 
@@ -245,6 +250,8 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
         lease.release()
         if self._sessions.pop(session.session_id, None) is session:
             self._closed_underruns += session.underruns
+            if self._metrics is not None:
+                self._metrics.session_closed()
         if not self._sessions:
             self._no_sessions.set()
         _LOG.info(

@@ -35,6 +35,7 @@ from duplex.audio.resample import StreamResampler
 from duplex.text import Clause, ClauseSegmenter
 from duplex.worker.adapters.base import Int16Array, Voice
 from duplex.worker.clause_jobs import ClauseJob, InFlight
+from duplex.worker.metrics import WorkerPromMetrics
 from duplex.worker.playback import PlaybackClock
 from duplex.worker.scheduler import SynthesisJob
 from duplex.worker.session_messages import (
@@ -89,6 +90,8 @@ class Session:
         voice: Voice,
         scheduler: Scheduler,
         settings: SessionSettings,
+        *,
+        metrics: WorkerPromMetrics | None = None,
     ) -> None:
         self.session_id = session_id
         self.settings = settings
@@ -115,6 +118,7 @@ class Session:
         self._closed = False
         self._error: BaseException | None = None
         self._wake = asyncio.Event()
+        self._metrics = metrics
 
     # -- input ------------------------------------------------------------------
 
@@ -212,7 +216,7 @@ class Session:
                 ended = not self._outbox and not self._utts.open
                 if ended and (self._input_done or self._draining):
                     return
-                await self._sleep(self._clock.check_underrun(now, self._owed()))
+                await self._sleep(self._check_underrun(now))
                 continue
             if isinstance(head, _End):
                 self._outbox.popleft()
@@ -228,8 +232,17 @@ class Session:
             if self._utts.work and len(self._jobs) < self.settings.max_jobs_in_flight:
                 self._pump()
 
+    def _check_underrun(self, now: float) -> float | None:
+        counted = self._clock.underruns
+        delay = self._clock.check_underrun(now, self._owed())
+        if self._metrics is not None and self._clock.underruns > counted:
+            self._metrics.underrun()
+        return delay
+
     def _frame_event(self, frame: _Frame) -> FrameEvent:
         utt = frame.utterance
+        if utt.frames_sent == 0 and self._metrics is not None:
+            self._metrics.first_frame(time.monotonic() - utt.started_at)
         event = FrameEvent(
             pcm=frame.pcm,
             sample_rate=self.settings.sample_rate,

@@ -8,6 +8,7 @@ chunk until its UtteranceEnd is sent.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class Utterance:
     submitted: int = 0  # clause jobs submitted
     frames_sent: int = 0
     voiced: int = 0  # end of the last clause whose final frame was sent
+    started_at: float = 0.0  # time.monotonic() of its first text
 
 
 Work = tuple[Utterance, Clause | None]
@@ -75,7 +77,9 @@ class Utterances:
         self.current = None
 
     def _start(self) -> Utterance:
-        utt = Utterance(index=self._next_index, segmenter=self._segmenter())
+        utt = Utterance(
+            index=self._next_index, segmenter=self._segmenter(), started_at=time.monotonic()
+        )
         self._next_index += 1
         self.current = utt
         self.open.append(utt)
