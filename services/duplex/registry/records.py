@@ -3,7 +3,9 @@
 Every field name and JSON shape that lives in Redis is defined here and only here.
 The `worker:{name}` hash carries the deployment guide's fields (`name`, `addr`,
 `adapter_type`, `capabilities`, `resident_models`, `metrics`, `last_heartbeat`)
-plus `available_models` (the worker's whole catalog) and `device`.
+plus `available_models` (the worker's whole catalog), `device`, `gpu` (the GPU sampler's
+latest reading: a compact JSON list, or the string `none` where the worker sees no GPU)
+and `metrics_port` (the port of its Prometheus `/metrics`, or `none`).
 """
 
 from __future__ import annotations
@@ -87,6 +89,84 @@ class WorkerMetrics:
             raise RegistryDecodeError(f"metrics: {exc}") from exc
 
 
+NO_GPU = "none"
+"""The `gpu` field of a worker that sees no GPU (no driver, no device, none visible)."""
+
+NO_METRICS_PORT = "none"
+"""The `metrics_port` field of a worker that serves no /metrics."""
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    """One GPU as the worker's sampler last read it through NVML.
+
+    `gpu_id` is the GPU's NVML index (as nvidia-smi numbers it). A value NVML could not give
+    (e.g. power on a board that does not report it) is None, never a made-up zero.
+    """
+
+    gpu_id: str
+    name: str
+    util_pct: float | None
+    mem_used: int | None  # bytes
+    mem_total: int | None  # bytes
+    temp_c: float | None
+    power_w: float | None
+    sampled_at: float  # unix seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gpu_id": self.gpu_id,
+            "name": self.name,
+            "util_pct": self.util_pct,
+            "mem_used": self.mem_used,
+            "mem_total": self.mem_total,
+            "temp_c": self.temp_c,
+            "power_w": self.power_w,
+            "sampled_at": self.sampled_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> GpuSample:
+        if not isinstance(data, dict):
+            raise RegistryDecodeError("gpu: each entry must be a JSON object")
+        try:
+            return cls(
+                gpu_id=str(data["gpu_id"]),
+                name=str(data.get("name", "")),
+                util_pct=_opt_float(data.get("util_pct")),
+                mem_used=_opt_int(data.get("mem_used")),
+                mem_total=_opt_int(data.get("mem_total")),
+                temp_c=_opt_float(data.get("temp_c")),
+                power_w=_opt_float(data.get("power_w")),
+                sampled_at=float(data["sampled_at"]),
+            )
+        except KeyError as exc:
+            raise RegistryDecodeError(f"gpu: an entry lacks {exc.args[0]!r}") from exc
+        except (TypeError, ValueError) as exc:
+            raise RegistryDecodeError(f"gpu: {exc}") from exc
+
+
+def encode_gpus(gpus: tuple[GpuSample, ...] | None) -> str:
+    """The `gpu` field: compact JSON, or `none` for no GPU."""
+    if gpus is None:
+        return NO_GPU
+    return json.dumps([g.to_dict() for g in gpus], separators=(",", ":"))
+
+
+def decode_gpus(raw: str | None) -> tuple[GpuSample, ...] | None:
+    """The `gpu` field read back. None for `none`, and also for a record written before the
+    field existed (absent): such a worker's GPUs are unknown, which readers show as none."""
+    if raw is None or raw == NO_GPU:
+        return None
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RegistryDecodeError("gpu: not JSON") from exc
+    if not isinstance(data, list):
+        raise RegistryDecodeError("gpu: expected a JSON list or 'none'")
+    return tuple(GpuSample.from_dict(item) for item in data)
+
+
 @dataclass(frozen=True)
 class WorkerRecord:
     """One worker as announced in `worker:{name}`."""
@@ -100,6 +180,8 @@ class WorkerRecord:
     metrics: WorkerMetrics
     last_heartbeat: float  # unix seconds
     device: str = "cpu"
+    gpus: tuple[GpuSample, ...] | None = None  # None: no GPU (or a record without `gpu`)
+    metrics_port: int | None = None  # None: no /metrics (or a record without the field)
 
     @property
     def target(self) -> str:
@@ -117,6 +199,12 @@ class WorkerRecord:
             "metrics": self.metrics.to_json(),
             "last_heartbeat": repr(self.last_heartbeat),
             "device": self.device,
+            "gpu": encode_gpus(self.gpus),
+            # Always written: HSET never deletes a field, so a restart without metrics must
+            # overwrite the old port.
+            "metrics_port": NO_METRICS_PORT
+            if self.metrics_port is None
+            else str(self.metrics_port),
         }
 
     @classmethod
@@ -134,6 +222,8 @@ class WorkerRecord:
                 metrics=WorkerMetrics.from_json(fields["metrics"]),
                 last_heartbeat=float(fields["last_heartbeat"]),
                 device=fields.get("device", "cpu"),
+                gpus=decode_gpus(fields.get("gpu")),
+                metrics_port=_metrics_port(fields.get("metrics_port")),
             )
         except KeyError as exc:
             raise RegistryDecodeError(f"worker hash lacks field {exc.args[0]!r}") from exc
@@ -218,6 +308,31 @@ class RoutingSettings:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise RegistryDecodeError(f"routing settings: {exc}") from exc
+
+
+def _metrics_port(raw: str | None) -> int | None:
+    if raw is None or raw == NO_METRICS_PORT:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise RegistryDecodeError(f"metrics_port: not a port number: {raw!r}") from None
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number or null, got {value!r}")
+    return float(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer or null, got {value!r}")
+    return value
 
 
 def _json_object(raw: str, what: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,27 +20,28 @@ class DeviceInfo:
     error: str | None = None
 
 
-def _text(value: Any) -> str:
-    # Older NVML bindings return bytes.
+def nvml_text(value: Any) -> str:
+    """An NVML string as str (older NVML bindings return bytes)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _visible(devices: list[tuple[str, str]], cuda_visible: str | None) -> list[tuple[str, str]]:
-    """Apply CUDA_VISIBLE_DEVICES to NVML's (name, uuid) list.
+def visible_indices(uuids: Sequence[str], cuda_visible: str | None) -> list[int]:
+    """NVML indices of the GPUs CUDA would show this process, in CUDA's order.
 
-    NVML ignores the variable, so we mimic CUDA: indices or UUID prefixes, in the order
-    given; the list stops at the first entry that matches nothing; empty means no GPU.
+    NVML ignores CUDA_VISIBLE_DEVICES, so we mimic CUDA: indices or UUID prefixes, in the
+    order given; the list stops at the first entry that matches nothing (or repeats one);
+    empty means no GPU. CUDA device k of the process is NVML device ``result[k]``.
     """
     if cuda_visible is None:
-        return devices
-    chosen: list[tuple[str, str]] = []
+        return list(range(len(uuids)))
+    chosen: list[int] = []
     for raw in cuda_visible.split(","):
         entry = raw.strip()
-        match: tuple[str, str] | None = None
-        if entry.isdigit() and int(entry) < len(devices):
-            match = devices[int(entry)]
+        match: int | None = None
+        if entry.isdigit() and int(entry) < len(uuids):
+            match = int(entry)
         elif entry.startswith(("GPU-", "MIG-")):
-            match = next((d for d in devices if d[1].startswith(entry)), None)
+            match = next((i for i, uuid in enumerate(uuids) if uuid.startswith(entry)), None)
         if match is None or match in chosen:
             break
         chosen.append(match)
@@ -64,25 +65,29 @@ def detect_devices(
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as exc:
-        reason = "NVML library not found" if _is_library_not_found(nvml, exc) else str(exc)
+        reason = "NVML library not found" if is_library_not_found(nvml, exc) else str(exc)
         return DeviceInfo(cuda_visible, 0, (), reason)
     try:
         devices = []
         for index in range(nvml.nvmlDeviceGetCount()):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
             devices.append(
-                (_text(nvml.nvmlDeviceGetName(handle)), _text(nvml.nvmlDeviceGetUUID(handle)))
+                (
+                    nvml_text(nvml.nvmlDeviceGetName(handle)),
+                    nvml_text(nvml.nvmlDeviceGetUUID(handle)),
+                )
             )
     except nvml.NVMLError as exc:
         return DeviceInfo(cuda_visible, 0, (), f"NVML query failed: {exc}")
     finally:
         with contextlib.suppress(nvml.NVMLError):
             nvml.nvmlShutdown()
-    names = tuple(name for name, _ in _visible(devices, cuda_visible))
+    names = tuple(devices[i][0] for i in visible_indices([u for _, u in devices], cuda_visible))
     return DeviceInfo(cuda_visible, len(names), names, None)
 
 
-def _is_library_not_found(nvml: Any, exc: BaseException) -> bool:
+def is_library_not_found(nvml: Any, exc: BaseException) -> bool:
+    """Whether `exc` is NVML's "no driver library here" (a machine without NVIDIA driver)."""
     not_found = getattr(nvml, "NVMLError_LibraryNotFound", None)
     return isinstance(not_found, type) and isinstance(exc, not_found)
 
