@@ -1,4 +1,5 @@
-"""Wiring of one worker process: models, scheduler, gRPC server, health and announcer.
+"""Wiring of one worker process: models, scheduler, gRPC server, health, announcer, and the
+telemetry (Prometheus `/metrics` and the GPU sampler).
 
 :class:`WorkerApp` is what `python -m duplex.worker` runs; tests run it in-process on port 0.
 """
@@ -10,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -20,7 +22,9 @@ from duplex.worker.adapters.base import AdapterOptions, adapter_families
 from duplex.worker.catalog import Catalog, builtin_catalog
 from duplex.worker.config import WorkerConfig
 from duplex.worker.devices import DeviceInfo, describe, detect_devices
+from duplex.worker.gpu_sampler import GpuSampler
 from duplex.worker.health import WorkerHealth
+from duplex.worker.metrics import MetricsServer, WorkerPromMetrics
 from duplex.worker.model_manager import ModelLoadFailed, ModelManager
 from duplex.worker.scheduler import SynthesisScheduler
 from duplex.worker.servicer import TTSWorkerServicer, WorkerIdentity, add_to_server
@@ -49,9 +53,11 @@ class WorkerApp:
         *,
         catalog: Catalog | None = None,
         environ: Mapping[str, str] | None = None,
+        nvml: Any | None = None,
     ) -> None:
         self.config = config
         self._environ = os.environ if environ is None else environ
+        self._nvml = nvml  # an object with the pynvml API (tests); None: nvidia-ml-py
         self._full_catalog = catalog
         self._port: int | None = None
         self._device = "cpu"
@@ -64,6 +70,16 @@ class WorkerApp:
         self._announcer: Announcer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_task: asyncio.Task[None] | None = None
+        self._metrics = WorkerPromMetrics(config.worker.name)
+        self._metrics_server: MetricsServer | None = None
+        self._metrics_port: int | None = None
+        self._gpu = GpuSampler(
+            config.worker.name,
+            self._metrics.registry,
+            interval_s=config.gpu.sample_interval_ms / 1000,
+            nvml=nvml,
+            environ=self._environ,
+        )
 
     # -- what tests and the entry point read --------------------------------------
 
@@ -94,6 +110,30 @@ class WorkerApp:
     def health(self) -> WorkerHealth:
         return self._health
 
+    @property
+    def metrics(self) -> WorkerPromMetrics:
+        return self._metrics
+
+    @property
+    def gpu_sampler(self) -> GpuSampler:
+        return self._gpu
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound /metrics port (None: metrics off, or not started)."""
+        return self._metrics_port
+
+    @property
+    def metrics_url(self) -> str | None:
+        if self._metrics_port is None:
+            return None
+        host = self.config.worker.metrics_host
+        if host in ("0.0.0.0", "::"):
+            host = self.config.worker.advertise_host  # a wildcard is no address to open
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self._metrics_port}/metrics"
+
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> int:
@@ -107,22 +147,24 @@ class WorkerApp:
                 f"no model in the catalog for adapter_type {worker.adapter_type!r}; "
                 f"adapter types: {', '.join(adapter_families())}"
             )
-        self._scheduler = SynthesisScheduler(worker.inference_threads)
-        self._scheduler.start()
-        self._models = ModelManager(
-            self._catalog,
-            self.config.model_manager,
-            AdapterOptions(onnx_threads=worker.onnx_threads, use_cuda=worker.use_cuda),
-        )
+        await self._start_telemetry()
         try:
-            await self._models.start()
-        except ModelLoadFailed as exc:
-            await self._release_engine()
-            raise WorkerStartupError(f"default model failed to load: {exc}") from exc
-        try:
+            self._scheduler = SynthesisScheduler(worker.inference_threads, metrics=self._metrics)
+            self._scheduler.start()
+            self._models = ModelManager(
+                self._catalog,
+                self.config.model_manager,
+                AdapterOptions(onnx_threads=worker.onnx_threads, use_cuda=worker.use_cuda),
+                metrics=self._metrics,
+            )
+            try:
+                await self._models.start()
+            except ModelLoadFailed as exc:
+                raise WorkerStartupError(f"default model failed to load: {exc}") from exc
             await self._serve()
-        except Exception:
+        except BaseException:
             await self._release_engine()
+            await self._stop_telemetry()
             raise
         self._announcer = Announcer(
             self.config.redis.url,
@@ -142,9 +184,35 @@ class WorkerApp:
                 "port": self.port,
                 "adapter_type": worker.adapter_type,
                 "resident": ",".join(self._models.resident()),
+                "metrics_url": self.metrics_url,
             },
         )
         return self.port
+
+    async def _start_telemetry(self) -> None:
+        """Serve /metrics (a port that cannot be bound stops the start) and start the GPU
+        sampler, whose first reading is then in the first heartbeat."""
+        worker = self.config.worker
+        if worker.metrics_enabled:
+            server = MetricsServer(self._metrics.registry, worker.metrics_host, worker.metrics_port)
+            try:
+                self._metrics_port = await asyncio.to_thread(server.start)
+            except OSError as exc:
+                raise WorkerStartupError(
+                    f"cannot serve metrics on {worker.metrics_host}:{worker.metrics_port}: {exc}"
+                ) from exc
+            self._metrics_server = server
+            _LOG.info(
+                "serving metrics",
+                extra={"worker": worker.name, "metrics_url": self.metrics_url},
+            )
+        await asyncio.to_thread(self._gpu.start)
+
+    async def _stop_telemetry(self) -> None:
+        await asyncio.to_thread(self._gpu.stop)
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.stop)
+            self._metrics_server = None
 
     async def _serve(self) -> None:
         assert self._catalog is not None and self._models is not None
@@ -156,6 +224,7 @@ class WorkerApp:
             catalog=self._catalog,
             models=self._models,
             scheduler=self._scheduler,
+            metrics=self._metrics,
         )
         server = grpc.aio.server(options=_SERVER_OPTIONS)
         add_to_server(self._servicer, server)
@@ -214,6 +283,8 @@ class WorkerApp:
         if self._server is not None:
             await self._server.stop(grace=0.5)
         await self._release_engine()
+        # Last: /metrics answers while the worker drains.
+        await self._stop_telemetry()
         _LOG.info("worker stopped", extra={"worker": self.config.worker.name})
 
     async def _release_engine(self) -> None:
@@ -247,6 +318,8 @@ class WorkerApp:
             ),
             last_heartbeat=time.time(),
             device=self._device,
+            gpus=self._gpu.latest(),
+            metrics_port=self._metrics_port,
         )
 
     def _log_devices(self, info: DeviceInfo) -> str:
