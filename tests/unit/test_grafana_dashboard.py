@@ -1,81 +1,465 @@
-"""The Grafana dashboard queries only what the orchestrator exports, by the labels it has."""
+"""The Grafana dashboards query only series that duplex processes export, by labels those series
+have, through the provisioned data source; the provisioning matches the compose files.
+
+The helpers here (`dashboard_queries`, `selectors`, `exported_series`, ...) are also used by
+tests/unit/test_prometheus_config.py and tests/integration/test_dashboard_metrics.py.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from duplex.orchestrator.metrics import OrchestratorMetrics
+from prometheus_client import CollectorRegistry
 
-GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
-DASHBOARD = GRAFANA / "dashboards" / "duplex-orchestrator.json"
+ROOT = Path(__file__).resolve().parents[2]
+GRAFANA = ROOT / "grafana"
+DASHBOARDS = GRAFANA / "dashboards"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
+PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "duplex.yml"
+COMPOSE = ROOT / "compose" / "docker-compose.yml"
+
+# -- what the processes export ----------------------------------------------------------------
+
+Series = Mapping[str, frozenset[str]]
+"""Series name (as a query writes it: `_total`, `_bucket`, ...) -> its label names."""
 
 _SUFFIXES = {
     "counter": ("_total", "_created"),
     "gauge": ("",),
     "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
 }
-_METRIC = re.compile(r"\b(duplex_[a-z0-9_]+)")
-_BY = re.compile(r"\bby \(([^)]*)\)")
 
 
-def _exported() -> dict[str, frozenset[str]]:
-    """Every series name the orchestrator's registry exposes, with its label names."""
-    metrics = OrchestratorMetrics()
-    labels: dict[str, frozenset[str]] = {}
-    for attr in vars(metrics).values():
-        names = getattr(attr, "_labelnames", None)
-        family = getattr(attr, "_name", None)
-        kind = getattr(attr, "_type", None)
-        if names is None or family is None or kind not in _SUFFIXES:
+def family_series(name: str, kind: str, labels: Iterable[str]) -> dict[str, frozenset[str]]:
+    """The series one metric family renders, each with its label names (`le` on buckets)."""
+    base = name.removesuffix("_total") if kind == "counter" else name
+    out: dict[str, frozenset[str]] = {}
+    for suffix in _SUFFIXES[kind]:
+        extra = {"le"} if suffix == "_bucket" else set()
+        out[f"{base}{suffix}"] = frozenset(labels) | extra
+    return out
+
+
+def registry_series(registry: CollectorRegistry) -> dict[str, frozenset[str]]:
+    """Every series a registry can render, with label names, even for families with no sample
+    yet (a labelled metric renders nothing until its first child)."""
+    out: dict[str, frozenset[str]] = {}
+    collectors = list(registry._collector_to_names)  # no public way to list the collectors
+    for collector in collectors:
+        labels = getattr(collector, "_labelnames", None)
+        if labels is not None:
+            name, kind = getattr(collector, "_name"), getattr(collector, "_type")  # noqa: B009
+            out.update(family_series(name, kind, labels))
             continue
-        for suffix in _SUFFIXES[kind]:
-            extra = {"le"} if suffix == "_bucket" else set()
-            labels[f"{family}{suffix}"] = frozenset(names) | extra
+        # A custom collector: its families and labels are what it yields now.
+        for family in collector.collect():
+            seen = {k for s in family.samples for k in s.labels} - {"le", "quantile"}
+            out.update(family_series(family.name, family.type, seen))
     # prometheus_client keeps names and labels in private fields: fail loudly if that changes.
-    found = {getattr(a, "_name", None) for a in vars(metrics).values()} - {None}
-    assert found == {f.name for f in metrics.registry.collect()}
-    return labels
+    read = {getattr(c, "_name", None) for c in collectors} - {None}
+    assert read <= {f.name for f in registry.collect()}, read
+    return out
 
 
-def _targets() -> list[dict[str, Any]]:
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    return [t for panel in dashboard["panels"] for t in panel["targets"]]
+def orchestrator_series() -> dict[str, frozenset[str]]:
+    """What one orchestrator's /metrics can hold (services/duplex/orchestrator/metrics.py)."""
+    return registry_series(OrchestratorMetrics().registry)
 
 
-def test_every_queried_metric_is_exported_by_the_orchestrator() -> None:
-    """Each duplex_* name in a panel query is a series OrchestratorMetrics renders."""
-    exported = _exported()
+# Declared until the worker's registry lands (then built from it, like the orchestrator's):
+# (name, type, labels) of each worker process's /metrics.
+WORKER_FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("duplex_worker_sessions_active", "gauge", ("worker",)),
+    ("duplex_worker_queue_depth", "gauge", ("worker",)),
+    ("duplex_worker_underruns_total", "counter", ("worker",)),
+    ("duplex_worker_synthesis_seconds", "histogram", ("worker", "model")),
+    ("duplex_worker_rtf", "histogram", ("worker", "model")),
+    ("duplex_worker_first_frame_seconds", "histogram", ("worker",)),
+    ("duplex_worker_model_loads_total", "counter", ("worker", "model", "outcome")),
+    ("duplex_worker_model_evictions_total", "counter", ("worker", "model")),
+    ("duplex_worker_model_load_seconds", "histogram", ("worker", "model")),
+    ("duplex_worker_resident_models", "gauge", ("worker",)),
+    ("duplex_worker_model_resident", "gauge", ("worker", "model")),
+)
+# The worker's GPU sampler's gauges, each labelled gpu_id and worker (only where NVML sees a GPU).
+GPU_METRIC_NAMES: tuple[str, ...] = (
+    "worker_gpu_utilization_percent",
+    "worker_gpu_memory_used_bytes",
+    "worker_gpu_memory_total_bytes",
+    "worker_gpu_temperature_celsius",
+    "worker_gpu_power_watts",
+)
+GPU_LABELS = frozenset({"gpu_id", "worker"})
+# Declared until the console's registry lands: the console's /metrics (:8000).
+CONSOLE_FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("duplex_console_actions_total", "counter", ("action", "outcome")),
+    ("duplex_console_signin_failures_total", "counter", ()),
+)
+
+
+def _declared(families: Iterable[tuple[str, str, tuple[str, ...]]]) -> dict[str, frozenset[str]]:
+    out: dict[str, frozenset[str]] = {}
+    for name, kind, labels in families:
+        out.update(family_series(name, kind, labels))
+    return out
+
+
+def worker_series() -> dict[str, frozenset[str]]:
+    """What one worker's /metrics can hold, GPU series aside."""
+    return _declared(WORKER_FAMILIES)
+
+
+def gpu_series() -> dict[str, frozenset[str]]:
+    """The GPU sampler's gauges (present only on machines with a GPU)."""
+    return {name: GPU_LABELS for name in GPU_METRIC_NAMES}
+
+
+def console_series() -> dict[str, frozenset[str]]:
+    """What the console's /metrics can hold."""
+    return _declared(CONSOLE_FAMILIES)
+
+
+def exported_series() -> dict[str, frozenset[str]]:
+    """Every series any duplex process exports, by name."""
+    parts = (orchestrator_series(), worker_series(), gpu_series(), console_series())
+    names = [n for part in parts for n in part]
+    assert len(names) == len(set(names)), "two processes export one name"
+    return {k: v for part in parts for k, v in part.items()}
+
+
+# -- what the dashboards query ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    """One PromQL expression a dashboard runs: a panel target or a template variable."""
+
+    dashboard: str
+    panel: str
+    expr: str
+    legend: str
+    datasource_uid: str | None
+
+
+def dashboard_files() -> list[Path]:
+    return sorted(DASHBOARDS.glob("*.json"))
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, those nested in collapsed rows too."""
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
+_LABEL_VALUES = re.compile(r"^\s*label_values\(\s*([^,]+?)\s*,\s*([A-Za-z_]\w*)\s*\)\s*$")
+
+
+def dashboard_queries(path: Path) -> list[Query]:
+    """Panel targets and template-variable queries (`label_values(m, l)` read as
+    `group by (l) (m)`, the series and label it needs)."""
+    dashboard = load(path)
+    out: list[Query] = []
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            ds = target.get("datasource", {}).get("uid")
+            out.append(Query(path.name, panel["title"], target["expr"], target["legendFormat"], ds))
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable["type"] != "query":
+            continue
+        query = variable["query"]
+        text = query["query"] if isinstance(query, dict) else query
+        match = _LABEL_VALUES.match(text)
+        assert match, f"{path.name} ${variable['name']}: only label_values(metric, label) is read"
+        expr = f"group by ({match[2]}) ({match[1]})"
+        ds = variable.get("datasource", {}).get("uid")
+        out.append(Query(path.name, f"${variable['name']}", expr, "", ds))
+    return out
+
+
+def all_queries() -> list[Query]:
+    return [q for path in dashboard_files() for q in dashboard_queries(path)]
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A series name in an expression and the label names its `{...}` matches on."""
+
+    name: str
+    matched: frozenset[str]
+
+
+_TOKEN = re.compile(
+    r"""(?P<space>\s+)
+      | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
+      | (?P<range>\[[^\]]*\])
+      | (?P<number>(?:\d+(?:ms|[smhdwy]))+|\d*\.?\d+(?:[eE][-+]?\d+)?)
+      | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
+      | (?P<brace>\{[^}]*\})
+      | (?P<variable>\$\w+|\$\{\w+\})
+      | (?P<other>[-+*/%^(),=!<>~]+)
+    """,
+    re.VERBOSE,
+)
+_GROUPING = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
+_KEYWORDS = _GROUPING | {"bool", "and", "or", "unless", "offset", "inf", "nan", "atan2"}
+_MATCHER = re.compile(r"""([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)\s*(?:"(?:[^"\\]|\\.)*"|'[^']*')""")
+
+
+def _tokens(expr: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(expr):
+        match = _TOKEN.match(expr, pos)
+        assert match, f"cannot read {expr[pos:]!r} in {expr!r}"
+        kind = match.lastgroup
+        assert kind is not None
+        if kind != "space":
+            out.append((kind, match.group()))
+        pos = match.end()
+    return out
+
+
+def _next_is(tokens: list[tuple[str, str]], i: int, text: str) -> bool:
+    return i + 1 < len(tokens) and tokens[i + 1][1].startswith(text)
+
+
+def selectors(expr: str) -> list[Selector]:
+    """The series an expression reads: identifiers that are neither functions, keywords nor
+    label lists, with the labels of their matchers. A bare `{...}` selector is refused."""
+    tokens = _tokens(expr)
+    out: list[Selector] = []
+    skip_list = False
+    for i, (kind, text) in enumerate(tokens):
+        if kind == "ident" and text in _GROUPING:
+            skip_list = _next_is(tokens, i, "(")  # a label list follows (group_left may have none)
+            continue
+        if skip_list:
+            if kind == "other" and ")" in text:
+                skip_list = False
+            continue
+        if kind == "brace":
+            previous = tokens[i - 1] if i else ("", "")
+            assert previous[0] == "ident", f"a selector without a metric name in {expr!r}"
+            continue
+        if kind != "ident" or text in _KEYWORDS or _next_is(tokens, i, "("):
+            continue
+        if i + 1 < len(tokens) and tokens[i + 1][1] in {"by", "without"}:
+            continue  # an aggregation: `sum by (le) (...)`
+        matched: frozenset[str] = frozenset()
+        if i + 1 < len(tokens) and tokens[i + 1][0] == "brace":
+            matched = frozenset(_MATCHER.findall(tokens[i + 1][1]))
+        out.append(Selector(text, matched))
+    return out
+
+
+_GROUP_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+
+
+def grouping_labels(expr: str) -> set[str]:
+    """Labels named in by / without / on / ignoring / group_* lists."""
+    labels = {label.strip() for group in _GROUP_LIST.findall(expr) for label in group.split(",")}
+    return labels - {""}
+
+
+def legend_labels(legend: str) -> set[str]:
+    return set(re.findall(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}", legend))
+
+
+def queried_names(queries: Iterable[Query]) -> set[str]:
+    return {s.name for q in queries for s in selectors(q.expr)}
+
+
+def provisioned_uids() -> set[str]:
+    provisioned = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))
+    return {ds["uid"] for ds in provisioned["datasources"]}
+
+
+# -- the tests ----------------------------------------------------------------------------------
+
+
+def test_the_readers_understand_what_they_read() -> None:
+    """The query reader finds series, matchers and groupings (so the checks below are real)."""
+    expr = (
+        'histogram_quantile(0.95, sum by (le, worker) (rate(duplex_worker_rtf_bucket{worker=~"$w"}'
+        "[$__rate_interval]))) / on (worker) group_left max(up) by (worker) offset 5m"
+    )
+    assert selectors(expr) == [
+        Selector("duplex_worker_rtf_bucket", frozenset({"worker"})),
+        Selector("up", frozenset()),
+    ]
+    assert grouping_labels(expr) == {"le", "worker"}
+    assert legend_labels("{{worker}} gpu {{ gpu_id }}") == {"worker", "gpu_id"}
+    counter = family_series("duplex_x_total", "counter", ("a",))
+    assert counter == {"duplex_x_total": {"a"}, "duplex_x_created": {"a"}}
+    with pytest.raises(AssertionError):
+        selectors('sum({job="x"})')
+
+
+def test_there_are_fleet_worker_and_gpu_dashboards_with_distinct_uids() -> None:
+    """Three dashboards: fleet overview, workers, GPUs; uids and titles distinct."""
+    dashboards = {path.name: load(path) for path in dashboard_files()}
+    assert set(dashboards) == {"duplex-fleet.json", "duplex-workers.json", "duplex-gpus.json"}
+    uids = [d["uid"] for d in dashboards.values()]
+    titles = [d["title"] for d in dashboards.values()]
+    assert len(set(uids)) == len(uids) and len(set(titles)) == len(titles)
+    assert all(d["schemaVersion"] >= 39 and "duplex" in d["tags"] for d in dashboards.values())
+
+
+def test_every_queried_series_is_one_a_duplex_process_exports() -> None:
+    """Each series in a panel or variable query (any name, not only duplex_*) is exported."""
+    exported = exported_series()
     rendered = OrchestratorMetrics().render().decode()
     assert "duplex_orch_sessions_active" in rendered  # the registry really is the one scraped
-    queried = {name for t in _targets() for name in _METRIC.findall(t["expr"])}
-    assert queried, "the dashboard queries nothing"
-    assert not queried - set(exported), f"not exported: {sorted(queried - set(exported))}"
+    queries = all_queries()
+    assert queries, "the dashboards query nothing"
+    for query in queries:
+        unknown = {s.name for s in selectors(query.expr)} - set(exported)
+        assert not unknown, f"{query.dashboard} / {query.panel}: not exported: {sorted(unknown)}"
 
 
-def test_every_aggregation_label_exists_on_its_metric() -> None:
-    """`by (worker)`, `by (code)`, ... name labels that the queried metric has."""
-    exported = _exported()
-    for target in _targets():
-        names = _METRIC.findall(target["expr"])
-        for group in _BY.findall(target["expr"]):
-            for label in (part.strip() for part in group.split(",")):
-                assert all(label in exported[n] for n in names), (label, target["expr"])
+def test_every_matched_grouped_or_charted_label_exists_on_its_series() -> None:
+    """`{worker=~..}` labels exist on that series; `by (...)` labels on every series of the
+    query; a legend's `{{label}}` survives the query's aggregation."""
+    exported = exported_series()
+    for query in all_queries():
+        where = f"{query.dashboard} / {query.panel}: {query.expr}"
+        found = selectors(query.expr)
+        assert found, f"{where}: reads no series"
+        found = [s for s in found if s.name in exported]  # unknown names: the test above
+        if not found:
+            continue
+        for selector in found:
+            assert selector.matched <= exported[selector.name], where
+        for label in grouping_labels(query.expr):
+            assert all(label in exported[s.name] for s in found), f"{label} in {where}"
+        kept = grouping_labels(query.expr) or set.intersection(
+            *(set(exported[s.name]) for s in found)
+        )
+        assert legend_labels(query.legend) <= kept, f"legend {query.legend!r} of {where}"
 
 
-def test_the_dashboard_uses_the_provisioned_data_source_and_unique_panel_ids() -> None:
-    """Targets point at the provisioned Prometheus uid; panel ids and refIds are distinct."""
-    provisioned = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))
-    uids = {ds["uid"] for ds in provisioned["datasources"]}
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    ids = [panel["id"] for panel in dashboard["panels"]]
-    assert len(ids) == len(set(ids))
-    for panel in dashboard["panels"]:
-        assert panel["datasource"]["uid"] in uids
-        refs = [t["refId"] for t in panel["targets"]]
-        assert len(refs) == len(set(refs))
-        assert all(t["datasource"]["uid"] in uids for t in panel["targets"])
+def test_quantiles_read_buckets_and_keep_le() -> None:
+    """histogram_quantile reads `_bucket` series of histograms and keeps `le` in its sum."""
+    exported = exported_series()
+    quantiles = [q for q in all_queries() if "histogram_quantile" in q.expr]
+    assert quantiles
+    for query in quantiles:
+        for selector in selectors(query.expr):
+            assert selector.name.endswith("_bucket"), query.expr
+            assert "le" in exported[selector.name], query.expr
+        assert "le" in grouping_labels(query.expr), query.expr
+
+
+def test_every_query_uses_the_provisioned_data_source() -> None:
+    """Panels, targets and variables name the provisioned Prometheus uid; only text and row
+    panels have no queries."""
+    uids = provisioned_uids()
+    assert uids == {"prometheus"}
+    for query in all_queries():
+        assert query.datasource_uid in uids, (query.dashboard, query.panel)
+    for path in dashboard_files():
+        for panel in panels(load(path)):
+            if panel["type"] in {"text", "row"}:
+                assert not panel.get("targets"), (path.name, panel["title"])
+                continue
+            assert panel["targets"], (path.name, panel["title"])
+            assert panel["datasource"]["uid"] in uids, (path.name, panel["title"])
+
+
+def test_panel_ids_ref_ids_and_layout_are_consistent() -> None:
+    """Panel ids are distinct per dashboard, refIds per panel; panels fit 24 columns and do not
+    overlap."""
+    for path in dashboard_files():
+        all_panels = list(panels(load(path)))
+        ids = [p["id"] for p in all_panels]
+        assert len(ids) == len(set(ids)), path.name
+        cells: dict[tuple[int, int], str] = {}
+        for panel in all_panels:
+            refs = [t["refId"] for t in panel.get("targets", [])]
+            assert len(refs) == len(set(refs)), (path.name, panel["title"])
+            pos = panel["gridPos"]
+            assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, (path.name, panel["title"])
+            for cell in itertools.product(
+                range(pos["x"], pos["x"] + pos["w"]), range(pos["y"], pos["y"] + pos["h"])
+            ):
+                assert cell not in cells, f"{path.name}: {panel['title']} over {cells[cell]}"
+                cells[cell] = panel["title"]
+
+
+def test_the_fleet_overview_charts_what_an_operator_asks_first() -> None:
+    """Sessions by transport, first audio p50/p95, barge-in p95 (detect and cut), errors by
+    code, failovers and routing decisions by worker."""
+    queries = dashboard_queries(DASHBOARDS / "duplex-fleet.json")
+    wanted = {
+        "duplex_orch_sessions_active": "transport",
+        "duplex_orch_protocol_errors_total": "code",
+        "duplex_orch_routing_decisions_total": "worker",
+        "duplex_orch_barge_in_detect_seconds_bucket": "le",
+        "duplex_orch_barge_in_cut_seconds_bucket": "le",
+        "duplex_orch_failovers_total": None,
+    }
+    for name, label in wanted.items():
+        using = [q for q in queries if name in {s.name for s in selectors(q.expr)}]
+        assert using, name
+        assert label is None or any(label in grouping_labels(q.expr) for q in using), name
+    first_audio = [q.expr for q in queries if "duplex_orch_first_audio_seconds_bucket" in q.expr]
+    assert any("histogram_quantile(0.5," in e for e in first_audio)
+    assert any("histogram_quantile(0.95," in e for e in first_audio)
+
+
+def test_the_workers_dashboard_charts_every_worker_metric() -> None:
+    """Queue depth, RTF, residency, loads, evictions, first frame, under-runs: every family."""
+    queried = queried_names(dashboard_queries(DASHBOARDS / "duplex-workers.json"))
+    families = {name.removesuffix("_total") for name, _, _ in WORKER_FAMILIES}
+    charted = {n.removesuffix("_total").removesuffix("_bucket") for n in queried}
+    assert families <= charted, sorted(families - charted)
+
+
+def test_the_gpu_dashboard_charts_every_gpu_gauge_per_gpu_id() -> None:
+    """Every name the sampler declares is charted, only those, grouped by gpu_id and worker."""
+    queries = [q for q in dashboard_queries(DASHBOARDS / "duplex-gpus.json") if q.legend]
+    assert queried_names(queries) == set(GPU_METRIC_NAMES)
+    for query in queries:
+        if query.panel.startswith("GPU "):
+            assert {"gpu_id", "worker"} <= grouping_labels(query.expr), query.expr
+
+
+def test_the_gpu_dashboard_says_that_no_series_means_cpu_only() -> None:
+    """A text panel explains the empty state; the GPU count says so when there is none."""
+    dashboard = load(DASHBOARDS / "duplex-gpus.json")
+    texts = [p["options"]["content"] for p in panels(dashboard) if p["type"] == "text"]
+    assert any("No series here means the workers run CPU-only" in t for t in texts)
+    counts = [p for p in panels(dashboard) if p["title"] == "GPUs reporting"]
+    assert counts and "CPU-only" in counts[0]["fieldConfig"]["defaults"]["noValue"]
+
+
+def test_provisioning_loads_the_dashboards_folder_that_compose_mounts() -> None:
+    """The provider's path is where compose mounts grafana/dashboards, in folder "duplex"; the
+    data source points at compose's Prometheus service."""
+    providers = yaml.safe_load(PROVIDERS.read_text(encoding="utf-8"))["providers"]
+    assert [p["folder"] for p in providers] == ["duplex"]
+    assert providers[0]["type"] == "file"
+    compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]
+    mounts = dict(v.rsplit(":", 2)[:2] for v in compose["grafana"]["volumes"])
+    assert mounts["../grafana/dashboards"] == providers[0]["options"]["path"]
+    assert mounts["../grafana/provisioning"] == "/etc/grafana/provisioning"
+    (source,) = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))["datasources"]
+    assert source["type"] == "prometheus"
+    assert source["url"] == "http://prometheus:9090"
+    assert "prometheus" in compose and "9090:9090" in compose["prometheus"]["ports"]
