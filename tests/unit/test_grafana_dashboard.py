@@ -1,6 +1,9 @@
 """The Grafana dashboards query only series that duplex processes export, by labels those series
 have, through the provisioned data source; the provisioning matches the compose files.
 
+What is exported comes from the processes' own registries (orchestrator, worker, console) and,
+for the GPU gauges, from the worker's GPU sampler run against a fake NVML.
+
 The helpers here (`dashboard_queries`, `selectors`, `exported_series`, ...) are also used by
 tests/unit/test_prometheus_config.py and tests/integration/test_dashboard_metrics.py.
 """
@@ -13,12 +16,18 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
+from duplex.console.metrics import ConsoleMetrics
 from duplex.orchestrator.metrics import OrchestratorMetrics
-from prometheus_client import CollectorRegistry
+from duplex.worker.gpu_sampler import GPU_LABELS, GPU_METRIC_NAMES, GpuSampler
+from duplex.worker.metrics import METRIC_NAMES as WORKER_METRIC_NAMES
+from duplex.worker.metrics import WorkerPromMetrics
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
@@ -76,57 +85,86 @@ def orchestrator_series() -> dict[str, frozenset[str]]:
     return registry_series(OrchestratorMetrics().registry)
 
 
-# Declared until the worker's registry lands (then built from it, like the orchestrator's):
-# (name, type, labels) of each worker process's /metrics.
-WORKER_FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("duplex_worker_sessions_active", "gauge", ("worker",)),
-    ("duplex_worker_queue_depth", "gauge", ("worker",)),
-    ("duplex_worker_underruns_total", "counter", ("worker",)),
-    ("duplex_worker_synthesis_seconds", "histogram", ("worker", "model")),
-    ("duplex_worker_rtf", "histogram", ("worker", "model")),
-    ("duplex_worker_first_frame_seconds", "histogram", ("worker",)),
-    ("duplex_worker_model_loads_total", "counter", ("worker", "model", "outcome")),
-    ("duplex_worker_model_evictions_total", "counter", ("worker", "model")),
-    ("duplex_worker_model_load_seconds", "histogram", ("worker", "model")),
-    ("duplex_worker_resident_models", "gauge", ("worker",)),
-    ("duplex_worker_model_resident", "gauge", ("worker", "model")),
-)
-# The worker's GPU sampler's gauges, each labelled gpu_id and worker (only where NVML sees a GPU).
-GPU_METRIC_NAMES: tuple[str, ...] = (
-    "worker_gpu_utilization_percent",
-    "worker_gpu_memory_used_bytes",
-    "worker_gpu_memory_total_bytes",
-    "worker_gpu_temperature_celsius",
-    "worker_gpu_power_watts",
-)
-GPU_LABELS = frozenset({"gpu_id", "worker"})
-# Declared until the console's registry lands: the console's /metrics (:8000).
-CONSOLE_FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("duplex_console_actions_total", "counter", ("action", "outcome")),
-    ("duplex_console_signin_failures_total", "counter", ()),
-)
+class FakeNvml:
+    """Just enough of pynvml for the GPU sampler: two GPUs with fixed readings."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    class NVMLError(Exception):
+        pass
+
+    def nvmlInit(self) -> None:
+        return None
+
+    def nvmlShutdown(self) -> None:
+        return None
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        return index
+
+    def nvmlDeviceGetUUID(self, handle: int) -> str:
+        return f"GPU-0000000{handle}"
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:
+        return b"Fake GPU"
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> SimpleNamespace:
+        return SimpleNamespace(gpu=40 + handle, memory=10)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:
+        return SimpleNamespace(used=2 << 30, total=24 << 30, free=22 << 30)
+
+    def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
+        return 55
+
+    def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
+        return 120_000  # mW
 
 
-def _declared(families: Iterable[tuple[str, str, tuple[str, ...]]]) -> dict[str, frozenset[str]]:
-    out: dict[str, frozenset[str]] = {}
-    for name, kind, labels in families:
-        out.update(family_series(name, kind, labels))
-    return out
+class FakeNvmlNoGpu(FakeNvml):
+    """A driver that sees no GPU."""
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 0
+
+
+def scraped_series(exposition: str) -> dict[str, frozenset[str]]:
+    """Series names and their label names as a Prometheus text exposition holds them."""
+    out: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            out.setdefault(sample.name, set()).update(sample.labels)
+    return {name: frozenset(labels) for name, labels in out.items()}
 
 
 def worker_series() -> dict[str, frozenset[str]]:
-    """What one worker's /metrics can hold, GPU series aside."""
-    return _declared(WORKER_FAMILIES)
+    """What one worker's /metrics can hold, GPU series aside (services/duplex/worker/metrics.py)."""
+    registry = WorkerPromMetrics("tts-test@0").registry
+    families = {f.name for f in registry.collect()}
+    assert families == {n.removesuffix("_total") for n in WORKER_METRIC_NAMES}
+    return registry_series(registry)
 
 
 def gpu_series() -> dict[str, frozenset[str]]:
-    """The GPU sampler's gauges (present only on machines with a GPU)."""
-    return {name: GPU_LABELS for name in GPU_METRIC_NAMES}
+    """The GPU sampler's gauges as it renders them with a (fake) GPU: only on GPU machines."""
+    registry = CollectorRegistry(auto_describe=True)
+    sampler = GpuSampler("tts-test@0", registry, interval_s=3600.0, nvml=FakeNvml(), environ={})
+    sampler.start()
+    try:
+        series = scraped_series(generate_latest(registry).decode())
+    finally:
+        assert sampler.stop()
+    assert set(series) == set(GPU_METRIC_NAMES), "the sampler renders what it declares"
+    assert all(labels == set(GPU_LABELS) for labels in series.values())
+    return series
 
 
 def console_series() -> dict[str, frozenset[str]]:
-    """What the console's /metrics can hold."""
-    return _declared(CONSOLE_FAMILIES)
+    """What the console's /metrics can hold (services/duplex/console/metrics.py)."""
+    return registry_series(ConsoleMetrics().registry)
 
 
 def exported_series() -> dict[str, frozenset[str]]:
@@ -426,7 +464,7 @@ def test_the_fleet_overview_charts_what_an_operator_asks_first() -> None:
 def test_the_workers_dashboard_charts_every_worker_metric() -> None:
     """Queue depth, RTF, residency, loads, evictions, first frame, under-runs: every family."""
     queried = queried_names(dashboard_queries(DASHBOARDS / "duplex-workers.json"))
-    families = {name.removesuffix("_total") for name, _, _ in WORKER_FAMILIES}
+    families = {name.removesuffix("_total") for name in WORKER_METRIC_NAMES}
     charted = {n.removesuffix("_total").removesuffix("_bucket") for n in queried}
     assert families <= charted, sorted(families - charted)
 
@@ -441,7 +479,13 @@ def test_the_gpu_dashboard_charts_every_gpu_gauge_per_gpu_id() -> None:
 
 
 def test_the_gpu_dashboard_says_that_no_series_means_cpu_only() -> None:
-    """A text panel explains the empty state; the GPU count says so when there is none."""
+    """Without a GPU the sampler renders no GPU series at all; a text panel explains that
+    empty state and the GPU count says so."""
+    registry = CollectorRegistry(auto_describe=True)
+    sampler = GpuSampler("tts-cpu@0", registry, interval_s=3600.0, nvml=FakeNvmlNoGpu())
+    sampler.start()
+    assert sampler.stop()
+    assert "worker_gpu_" not in generate_latest(registry).decode()
     dashboard = load(DASHBOARDS / "duplex-gpus.json")
     texts = [p["options"]["content"] for p in panels(dashboard) if p["type"] == "text"]
     assert any("No series here means the workers run CPU-only" in t for t in texts)
