@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from duplex.registry.records import (
     Capabilities,
+    GpuSample,
     PriorityRule,
     RegistryDecodeError,
     RoutingSettings,
@@ -50,6 +52,54 @@ def test_worker_hash_has_the_guides_fields_as_json() -> None:
     assert float(fields["last_heartbeat"]) == RECORD.last_heartbeat
 
 
+GPU = GpuSample(
+    gpu_id="1",
+    name="NVIDIA H100 80GB HBM3",
+    util_pct=37.0,
+    mem_used=21_474_836_480,
+    mem_total=85_899_345_920,
+    temp_c=51.0,
+    power_w=123.4,
+    sampled_at=1_700_000_000.25,
+)
+
+
+def test_a_record_with_gpus_and_a_metrics_port_round_trips() -> None:
+    """The GPU readings (one value unknown: null) and the metrics port survive the hash."""
+    unknown_power = GpuSample("0", "NVIDIA L4", 5.0, 1, 2, 40.0, None, 1_700_000_000.0)
+    record = dataclasses.replace(RECORD, gpus=(GPU, unknown_power), metrics_port=9101)
+    assert WorkerRecord.decode(record.encode()) == record
+
+
+def test_the_gpu_field_is_compact_json_in_the_documented_shape() -> None:
+    """`gpu` is a JSON list of {gpu_id, name, util_pct, mem_used, mem_total, temp_c, power_w,
+    sampled_at} without spaces; `metrics_port` is the port as text."""
+    fields = dataclasses.replace(RECORD, gpus=(GPU,), metrics_port=9102).encode()
+    assert fields["gpu"] == (
+        '[{"gpu_id":"1","name":"NVIDIA H100 80GB HBM3","util_pct":37.0,'
+        '"mem_used":21474836480,"mem_total":85899345920,"temp_c":51.0,"power_w":123.4,'
+        '"sampled_at":1700000000.25}]'
+    )
+    assert fields["metrics_port"] == "9102"
+
+
+def test_no_gpu_and_no_metrics_are_written_as_none() -> None:
+    """A worker without GPU says `gpu: none`; without /metrics, `metrics_port: none` (both
+    always written, so a restarted worker overwrites what its predecessor left)."""
+    fields = RECORD.encode()
+    assert fields["gpu"] == "none" and fields["metrics_port"] == "none"
+    decoded = WorkerRecord.decode(fields)
+    assert decoded.gpus is None and decoded.metrics_port is None
+
+
+def test_a_record_written_before_the_gpu_and_metrics_fields_decodes_as_none() -> None:
+    """An older worker's hash has neither field: its GPUs are unknown, shown as none."""
+    fields = RECORD.encode()
+    del fields["gpu"], fields["metrics_port"]
+    decoded = WorkerRecord.decode(fields)
+    assert decoded.gpus is None and decoded.metrics_port is None
+
+
 def test_target_drops_the_grpc_scheme() -> None:
     """grpc.aio channels take host:port."""
     assert RECORD.target == "10.0.0.5:7001"
@@ -76,6 +126,12 @@ def test_a_guide_style_hash_without_our_extra_fields_decodes() -> None:
         ("resident_models", '{"a": 1}'),
         ("metrics", '{"queue_depth": "many"}'),
         ("last_heartbeat", "yesterday"),
+        ("gpu", "{not json"),
+        ("gpu", '{"gpu_id": "0"}'),
+        ("gpu", "[7]"),
+        ("gpu", '[{"name": "no id", "sampled_at": 1.0}]'),
+        ("gpu", '[{"gpu_id": "0", "util_pct": "hot", "sampled_at": 1.0}]'),
+        ("metrics_port", "ninety-one"),
     ],
 )
 def test_malformed_worker_fields_raise_registry_decode_error(field: str, value: str) -> None:

@@ -192,6 +192,14 @@ class MetricsServer:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The bound (host, port) while serving."""
+        if self._server is None:
+            return None
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
     def start(self) -> int:
         """Bind and serve; returns the bound port. OSError when the port cannot be bound."""
         self._server, self._thread = start_http_server(
