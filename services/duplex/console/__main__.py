@@ -1,0 +1,107 @@
+"""`python -m duplex.console --config config/console.yaml`: run the operator console.
+
+Logs go to stderr, one line per event with its fields (JSON when stderr is not a terminal).
+SIGTERM and SIGINT stop it gracefully; exit status 0 after a clean stop, 2 on a bad
+configuration (a non-loopback bind without an admin token among them), 1 when the server
+cannot start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from duplex.asgiserver import ServerStartError
+from duplex.console.app import ConsoleServer
+from duplex.console.config import ConfigError, load_console_config
+from duplex.logs import configure_logging
+
+_LOG = logging.getLogger("duplex.console")
+
+_ENV_HELP = """\
+environment (each overrides the file; an empty variable means "not set"):
+  CONSOLE_ADMIN_TOKEN     the admin token an operator signs in with (required unless bound
+                          to loopback; without it nobody can sign in or act)
+  CONSOLE_SESSION_SECRET  signs the session cookie; unset: a random secret per process,
+                          so sign-ins end when the console restarts
+  CONSOLE_HOST            console.host (default 127.0.0.1)
+  CONSOLE_PORT            console.port (default 8000)
+  CONSOLE_DEMO_URL        console.demo_url, the mic demo link
+  CONSOLE_GRAFANA_URL     console.grafana_url, the Grafana link
+  REDIS_URL               redis.url, the registry
+  DUPLEX_WORKER_TTL_MS    redis.worker_ttl_ms, when a silent worker is gone
+  DUPLEX_LOG_LEVEL        the log level
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m duplex.console",
+        description="Run the duplex operator console: workers, GPUs, routing and sessions "
+        "from Redis at http://HOST:PORT/, actions behind a sign-in with the admin token, "
+        "plus GET /health and /metrics.",
+        epilog=_ENV_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="console YAML (config/console.yaml); defaults apply when omitted",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("DUPLEX_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
+        help="log level (default %(default)s; env DUPLEX_LOG_LEVEL)",
+    )
+    return parser
+
+
+async def _run(server: ConsoleServer) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await server.start()
+        except ServerStartError as exc:
+            _LOG.error("cannot start: %s", exc)
+            return 1
+        _LOG.info("serving", extra={"url": server.url})
+        stopping = asyncio.create_task(stop.wait())
+        ended = asyncio.create_task(server.wait())
+        try:
+            await asyncio.wait({stopping, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            ended.cancel()
+        _LOG.info("stopping")
+        await server.stop()
+        return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        config = load_console_config(args.config, os.environ)
+        server = ConsoleServer(config)
+    except ConfigError as exc:
+        _LOG.error("invalid configuration: %s", exc)
+        return 2
+    return asyncio.run(_run(server))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
