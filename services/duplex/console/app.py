@@ -31,6 +31,7 @@ from duplex.console.auth import SessionCookieMiddleware, auth_routes, csrf_token
 from duplex.console.config import ConsoleConfig, check_bind
 from duplex.console.history import GpuHistory
 from duplex.console.metrics import CONTENT_TYPE, ConsoleMetrics
+from duplex.console.routing import routing_routes
 from duplex.console.state import ConsoleState
 from duplex.console.views import record_gpu_history, view_routes
 from duplex.registry._connect import open_redis
@@ -40,9 +41,8 @@ from duplex.registry.view import RegistryView
 from duplex.webassets import web_root
 from duplex.workerclient import WorkerClients
 
-# TODO(routing/actions): remove the comments once console/routing.py and console/actions.py land.
+# TODO(actions): remove the comments once console/actions.py lands.
 # from duplex.console.actions import action_routes
-# from duplex.console.routing import routing_routes
 
 _LOG = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ def _with_session_secret(config: ConsoleConfig) -> ConsoleConfig:
 
 def _extra_routes() -> list[BaseRoute]:
     """The routing page and the actions (console/routing.py, console/actions.py)."""
-    routes: list[BaseRoute] = []
-    # routes += routing_routes()
+    routes: list[BaseRoute] = [*routing_routes()]
     # routes += action_routes()
     return routes
 
