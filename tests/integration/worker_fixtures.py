@@ -27,6 +27,7 @@ from duplex.worker.app import WorkerApp
 from duplex.worker.catalog import Catalog
 from duplex.worker.config import (
     AudioSection,
+    GpuSection,
     RedisSection,
     WorkerConfig,
     WorkerSection,
@@ -54,8 +55,11 @@ def worker_config(
     worker_ttl_ms: int = 1000,
     sample_rate: int = 48000,
     inference_threads: int = 2,
+    metrics_port: int = 0,
+    gpu_sample_interval_ms: int = 1000,
 ) -> WorkerConfig:
-    """A worker on 127.0.0.1, port 0, fast heartbeats; the tone voice unless told otherwise."""
+    """A worker on 127.0.0.1, port 0 (and /metrics on a free port), fast heartbeats; the tone
+    voice unless told otherwise."""
     return WorkerConfig(
         worker=WorkerSection(
             name=name,
@@ -69,6 +73,8 @@ def worker_config(
             max_text_chars=max_text_chars,
             drain_grace_s=drain_grace_s,
             use_cuda=False,
+            metrics_port=metrics_port,
+            metrics_host="127.0.0.1",
         ),
         model_manager=ModelManagerConfig(
             default_model_id=default_model_id,
@@ -83,6 +89,7 @@ def worker_config(
             worker_ttl_ms=worker_ttl_ms,
         ),
         audio=AudioSection(sample_rate=sample_rate, frame_duration_ms=20),
+        gpu=GpuSection(sample_interval_ms=gpu_sample_interval_ms),
     )
 
 
@@ -106,10 +113,11 @@ class RunningWorker:
 
 @asynccontextmanager
 async def running_worker(
-    config: WorkerConfig, *, catalog: Catalog | None = None
+    config: WorkerConfig, *, catalog: Catalog | None = None, nvml: Any | None = None
 ) -> AsyncIterator[RunningWorker]:
-    """Start a WorkerApp on a free port; drain and stop it on exit."""
-    app = WorkerApp(config, catalog=catalog)
+    """Start a WorkerApp on a free port; drain and stop it on exit. `nvml`: a fake NVML
+    library object for the GPU sampler (None: the real nvidia-ml-py)."""
+    app = WorkerApp(config, catalog=catalog, nvml=nvml)
     port = await app.start()
     target = f"127.0.0.1:{port}"
     channel = grpc.aio.insecure_channel(target)
@@ -210,6 +218,8 @@ def write_worker_yaml(path: Path, config: WorkerConfig) -> Path:
             "output_lead_ms": config.worker.output_lead_ms,
             "drain_grace_s": config.worker.drain_grace_s,
             "use_cuda": config.worker.use_cuda,
+            "metrics_port": config.worker.metrics_port,
+            "metrics_host": config.worker.metrics_host,
         },
         "model_manager": {
             "default_model_id": mm.default_model_id,
@@ -227,6 +237,7 @@ def write_worker_yaml(path: Path, config: WorkerConfig) -> Path:
             "sample_rate": config.audio.sample_rate,
             "frame_duration_ms": config.audio.frame_duration_ms,
         },
+        "gpu": {"sample_interval_ms": config.gpu.sample_interval_ms},
     }
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
