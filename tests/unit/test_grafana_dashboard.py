@@ -13,6 +13,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -507,3 +509,68 @@ def test_provisioning_loads_the_dashboards_folder_that_compose_mounts() -> None:
     assert source["type"] == "prometheus"
     assert source["url"] == "http://prometheus:9090"
     assert "prometheus" in compose and "9090:9090" in compose["prometheus"]["ports"]
+
+
+# -- the TypeScript check (grafana/check: @grafana/schema 11.1 + tsc --strict) -------------------
+
+CHECK = GRAFANA / "check"
+_NODE, _NPM = shutil.which("node"), shutil.which("npm")
+
+
+def _checker_ready() -> Path:
+    """grafana/check with its pinned packages installed (`npm ci` the first time)."""
+    if _NODE is None or _NPM is None:
+        pytest.skip("node and npm are needed for the dashboard type check (Debian: nodejs, npm)")
+    if not (CHECK / "node_modules" / "typescript").is_dir():
+        installed = subprocess.run(
+            [_NPM, "ci", "--no-audit", "--no-fund"],
+            cwd=CHECK,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if installed.returncode != 0:
+            pytest.skip(f"npm ci failed in grafana/check (no registry?): {installed.stderr[-500:]}")
+    return CHECK
+
+
+def _type_check(checker: Path, dashboards: Path) -> subprocess.CompletedProcess[str]:
+    assert _NODE is not None
+    generated = subprocess.run(
+        [_NODE, "generate.mjs", str(dashboards)], cwd=checker, capture_output=True, text=True
+    )
+    assert generated.returncode == 0, generated.stderr
+    tsc = checker / "node_modules" / "typescript" / "bin" / "tsc"
+    return subprocess.run(
+        [_NODE, str(tsc), "-p", "tsconfig.json"],
+        cwd=checker,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_every_dashboard_passes_the_grafana_schema_type_check() -> None:
+    """Each dashboard JSON is a `Dashboard` of @grafana/schema 11.1 (the Grafana compose runs),
+    its panels typed by their plugins' options (tsc --strict)."""
+    result = _type_check(_checker_ready(), DASHBOARDS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_type_check_rejects_a_wrong_panel_option(tmp_path: Path) -> None:
+    """The check is real: a misspelt legend mode is refused, naming the allowed values."""
+    checker = _checker_ready()
+    copy = tmp_path / "check"
+    copy.mkdir()
+    for name in ("package.json", "tsconfig.json", "panels.ts", "generate.mjs"):
+        shutil.copy(checker / name, copy / name)
+    (copy / "node_modules").symlink_to(checker / "node_modules")
+    dashboards = tmp_path / "dashboards"
+    dashboards.mkdir()
+    fleet = (DASHBOARDS / "duplex-fleet.json").read_text(encoding="utf-8")
+    assert '"displayMode": "list"' in fleet
+    bad = fleet.replace('"displayMode": "list"', '"displayMode": "lists"', 1)
+    (dashboards / "duplex-fleet.json").write_text(bad, encoding="utf-8")
+    result = _type_check(copy, dashboards)
+    assert result.returncode != 0
+    assert "'\"lists\"' is not assignable" in result.stdout, result.stdout
