@@ -3,6 +3,7 @@ orchestrator's own routing functions for each of the five strategies."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,7 @@ from duplex.console.routing_form import (
     known_capabilities,
     parse_routing_form,
 )
-from duplex.console.routing_whatif import summed_inflight, what_if
+from duplex.console.routing_whatif import StrategyPick, summed_inflight, what_if
 from duplex.registry.orchestrators import OrchestratorRecord
 from duplex.registry.records import (
     Capabilities,
@@ -226,9 +227,14 @@ SETTINGS = RoutingSettings(
 M1 = SessionRequest(model_id="m1", language="en")
 
 
-def _picks(request: SessionRequest, settings: RoutingSettings = SETTINGS, **kw: object) -> dict:
-    args: dict[str, object] = {"drained": frozenset(), "inflight": INFLIGHT, **kw}
-    result = what_if(request, WORKERS, settings=settings, **args)  # type: ignore[arg-type]
+def _picks(
+    request: SessionRequest,
+    settings: RoutingSettings = SETTINGS,
+    *,
+    drained: frozenset[str] = frozenset(),
+    inflight: Mapping[str, int] = INFLIGHT,
+) -> dict[Strategy, StrategyPick]:
+    result = what_if(request, WORKERS, settings=settings, drained=drained, inflight=inflight)
     return {p.strategy: p for p in result.picks}
 
 

@@ -27,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from duplex.asgiserver import InProcessServer
+from duplex.console.actions import action_routes
 from duplex.console.auth import SessionCookieMiddleware, auth_routes, csrf_token, signed_in
 from duplex.console.config import ConsoleConfig, check_bind
 from duplex.console.history import GpuHistory
@@ -40,9 +41,6 @@ from duplex.registry.records import RoutingSettings
 from duplex.registry.view import RegistryView
 from duplex.webassets import web_root
 from duplex.workerclient import WorkerClients
-
-# TODO(actions): remove the comments once console/actions.py lands.
-# from duplex.console.actions import action_routes
 
 _LOG = logging.getLogger(__name__)
 
@@ -80,9 +78,7 @@ def _with_session_secret(config: ConsoleConfig) -> ConsoleConfig:
 
 def _extra_routes() -> list[BaseRoute]:
     """The routing page and the actions (console/routing.py, console/actions.py)."""
-    routes: list[BaseRoute] = [*routing_routes()]
-    # routes += action_routes()
-    return routes
+    return [*routing_routes(), *action_routes()]
 
 
 async def _record_gpus(view: RegistryView, history: GpuHistory, interval_s: float) -> None:
