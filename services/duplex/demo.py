@@ -1,14 +1,15 @@
 """`python -m duplex.demo` (`make demo`): Redis, three workers and the orchestrator on this machine.
 
 Starts, with no Docker: a real redis-server on 127.0.0.1:6379 (or uses the one `--redis-url` /
-`REDIS_URL` names), two Piper English workers (the deployment guide's pattern 1), a Kokoro
-Japanese worker when the optional voice is installed (pattern 2), and the orchestrator. It waits
-until each worker's gRPC health is SERVING and the orchestrator's `/ready` answers 200, prints
-where to connect, and runs until Ctrl-C or SIGTERM, then stops every child (SIGTERM, a deadline,
-then SIGKILL). A child that dies during startup is named with its exit status and the rest are
-stopped. Once running, a worker that dies is reported and the demo carries on with the others
-(the orchestrator fails its sessions over: kill one to see it); the death of Redis, of the
-orchestrator or of the last worker stops everything.
+`REDIS_URL` names), two Piper English workers (the deployment guide's pattern 1), a Kokoro Japanese
+worker when the optional voice is installed (pattern 2), and the orchestrator. Each worker serves
+Prometheus `/metrics` on 127.0.0.1 at its own port (`--metrics-base-port`, 9101, and the next two;
+passed as DUPLEX_WORKER_METRICS_PORT). It waits until each worker's gRPC health is SERVING and the
+orchestrator's `/ready` answers 200, prints where to connect, and runs until Ctrl-C or SIGTERM,
+then stops every child (SIGTERM, a deadline, then SIGKILL). A child that dies during startup is
+named with its exit status and the rest are stopped. Once running, a worker that dies is reported
+and the demo carries on with the others (the orchestrator fails its sessions over: kill one to see
+it); the death of Redis, of the orchestrator or of the last worker stops everything.
 
 Children run in their own sessions, so a terminal's Ctrl-C reaches only this process, which then
 stops them in order: the orchestrator first, the workers next (they drain and deregister), Redis
@@ -57,6 +58,7 @@ _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _PER_WORKER_VARS = (
     "DUPLEX_WORKER_NAME",
     "DUPLEX_WORKER_GRPC_PORT",
+    "DUPLEX_WORKER_METRICS_PORT",
     "DUPLEX_WORKER_ADAPTER_TYPE",
     "DUPLEX_DEFAULT_MODEL_ID",
     "DUPLEX_PRELOAD_MODEL_IDS",
@@ -76,6 +78,8 @@ class DemoOptions:
     redis_url: str = DEFAULT_REDIS_URL
     orchestrator_port: int = 8080
     worker_base_port: int = 7001
+    # Each worker's Prometheus /metrics (on 127.0.0.1): this port and the next two.
+    metrics_base_port: int = 9101
     kokoro: bool = True
     host: str = "127.0.0.1"
     config_dir: Path = CONFIG_DIR
@@ -93,16 +97,21 @@ class WorkerPlan:
     name: str
     config: Path
     port: int
+    metrics_port: int
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
 
 def worker_plans(options: DemoOptions, *, kokoro: bool) -> list[WorkerPlan]:
-    base, cfg = options.worker_base_port, options.config_dir
+    base, metrics, cfg = options.worker_base_port, options.metrics_base_port, options.config_dir
     plans = [
-        WorkerPlan("tts-piper@0", cfg / "worker-piper0.yaml", base),
-        WorkerPlan("tts-piper@1", cfg / "worker-piper1.yaml", base + 1),
+        WorkerPlan("tts-piper@0", cfg / "worker-piper0.yaml", base, metrics),
+        WorkerPlan("tts-piper@1", cfg / "worker-piper1.yaml", base + 1, metrics + 1),
     ]
     if kokoro:
-        plans.append(WorkerPlan("tts-kokoro@0", cfg / "worker-kokoro0.yaml", base + 2))
+        plans.append(WorkerPlan("tts-kokoro@0", cfg / "worker-kokoro0.yaml", base + 2, metrics + 2))
     return plans
 
 
@@ -183,12 +192,14 @@ class Demo:
         with_kokoro = opts.kokoro and await self._check_kokoro()
         plans = worker_plans(opts, kokoro=with_kokoro)
         ports = [("127.0.0.1", p.port, p.name) for p in plans]
+        ports += [("127.0.0.1", p.metrics_port, f"{p.name}'s metrics") for p in plans]
         ports.append((opts.host, opts.orchestrator_port, "the orchestrator"))
         for host, port, owner in ports:
             if not port_is_free(host, port):
                 raise DemoError(
                     f"port {port} ({owner}) is already in use on {host}: is another demo running? "
-                    "Stop it, or pick other ports with --worker-base-port / --orchestrator-port"
+                    "Stop it, or pick other ports with --worker-base-port / --metrics-base-port / "
+                    "--orchestrator-port"
                 )
         env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
         # Children log into our pipe, never a terminal, so they would write JSON: a person
@@ -199,7 +210,12 @@ class Demo:
             if env.pop(var, None) is not None:
                 self._log(f"ignoring {var} from the environment: config/demo/ sets it per worker")
         for plan in plans:
-            worker_env = {**env, "DUPLEX_WORKER_GRPC_PORT": str(plan.port)}
+            worker_env = {
+                **env,
+                "DUPLEX_WORKER_GRPC_PORT": str(plan.port),
+                "DUPLEX_WORKER_METRICS_PORT": str(plan.metrics_port),
+                "DUPLEX_WORKER_METRICS_HOST": "127.0.0.1",
+            }
             argv = [self._python, "-m", "duplex.worker", "--config", str(plan.config)]
             await self._spawn(plan.name, Role.WORKER, argv, worker_env)
         orch_env = {
@@ -367,6 +383,10 @@ class Demo:
             f"  redis-cli   {_redis_cli_hint(redis_url)}",
             "  workers     "
             + ", ".join(p.name for p in worker_plans(self._options, kokoro=with_kokoro)),
+            *(
+                f"  metrics     {p.metrics_url}   ({p.name})"
+                for p in worker_plans(self._options, kokoro=with_kokoro)
+            ),
             "try, in another terminal:",
             '  make cli TEXT="Hello there"',
             '  make cli LANGUAGE=ja TEXT="こんにちは"'
@@ -426,6 +446,13 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         default=7001,
         help="workers listen on this port and the next two (%(default)s)",
     )
+    parser.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=9101,
+        help="workers serve Prometheus /metrics on 127.0.0.1 at this port and the next two "
+        "(%(default)s)",
+    )
     parser.add_argument("--no-kokoro", action="store_true", help="skip the Japanese worker")
     parser.add_argument(
         "--host",
@@ -449,6 +476,7 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         redis_url=args.redis_url,
         orchestrator_port=args.orchestrator_port,
         worker_base_port=args.worker_base_port,
+        metrics_base_port=args.metrics_base_port,
         kokoro=not args.no_kokoro,
         host=args.host,
         config_dir=args.config_dir,
