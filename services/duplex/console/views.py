@@ -24,7 +24,7 @@ from duplex.console.history import GpuHistory
 from duplex.console.state import ConsoleState, state_of
 from duplex.registry._connect import REDIS_ERRORS, describe
 from duplex.registry.orchestrators import OrchestratorRecord, read_orchestrators
-from duplex.registry.records import WorkerRecord
+from duplex.registry.records import GpuSample, WorkerRecord
 
 _LOG = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class GpuRow:
     memory_total_bytes: float | None
     temperature_c: float | None
     power_w: float | None
+    sample_age_s: float
     sparkline: str  # SVG polyline points, "" before the first sample
 
     @property
@@ -121,41 +122,13 @@ class OrchestratorRow:
 # -- data shaping (pure: the unit tests call these) ----------------------------------------
 
 
-def _sample_field(sample: Any, *names: str) -> Any:
-    """A field of a GPU sample by the first name it has (a record's sample or a mapping)."""
-    for name in names:
-        value = sample.get(name) if isinstance(sample, Mapping) else getattr(sample, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def gpus_of(record: WorkerRecord) -> tuple[Any, ...] | None:
-    """The record's GPU samples; None when the worker reports no GPU (`gpu: none`)."""
-    gpus = getattr(record, "gpus", None)
-    return tuple(gpus) if gpus else None
-
-
-def gpu_id_of(sample: Any, position: int) -> str:
-    value = _sample_field(sample, "gpu_id", "index", "id")
-    return str(position if value is None else value)
-
-
 def gpu_summary(record: WorkerRecord) -> str:
     """ "CPU only", or each GPU's name and utilization ("NVIDIA L4 37%")."""
-    gpus = gpus_of(record)
-    if gpus is None:
+    if not record.gpus:
         return "CPU only"
-    parts = []
-    for position, sample in enumerate(gpus):
-        name = _sample_field(sample, "name") or f"GPU {gpu_id_of(sample, position)}"
-        util = _number(_sample_field(sample, "utilization_percent", "utilization", "util"))
-        parts.append(f"{name} {util:.0f}%" if util is not None else str(name))
-    return ", ".join(parts)
+    return ", ".join(
+        f"{g.name} {g.util_pct:.0f}%" if g.util_pct is not None else g.name for g in record.gpus
+    )
 
 
 def health_of(age_s: float, worker_ttl_ms: int) -> str:
@@ -211,40 +184,35 @@ def sparkline_points(values: Sequence[float], width: int = _SPARK_W, height: int
     return " ".join(points)
 
 
+def gpu_key(worker: str, gpu: GpuSample) -> str:
+    return f"{worker}/{gpu.gpu_id}"
+
+
 def record_gpu_history(workers: Mapping[str, WorkerRecord], history: GpuHistory) -> None:
     """Add the latest utilization of every GPU of every worker to the sparklines."""
     for name, record in workers.items():
-        for position, sample in enumerate(gpus_of(record) or ()):
-            util = _number(_sample_field(sample, "utilization_percent", "utilization", "util"))
-            if util is not None:
-                history.record(f"{name}/{gpu_id_of(sample, position)}", util)
+        for gpu in record.gpus or ():
+            if gpu.util_pct is not None:
+                history.record(gpu_key(name, gpu), gpu.util_pct)
 
 
-def gpu_rows(workers: Mapping[str, WorkerRecord], history: GpuHistory) -> list[GpuRow]:
+def gpu_rows(workers: Mapping[str, WorkerRecord], history: GpuHistory, now: float) -> list[GpuRow]:
     rows = []
     for name in sorted(workers):
-        for position, sample in enumerate(gpus_of(workers[name]) or ()):
-            gpu_id = gpu_id_of(sample, position)
-            key = f"{name}/{gpu_id}"
+        for gpu in workers[name].gpus or ():
+            key = gpu_key(name, gpu)
             rows.append(
                 GpuRow(
                     key=key,
                     worker=name,
-                    gpu_id=gpu_id,
-                    name=str(_sample_field(sample, "name") or f"GPU {gpu_id}"),
-                    utilization=_number(
-                        _sample_field(sample, "utilization_percent", "utilization", "util")
-                    ),
-                    memory_used_bytes=_number(
-                        _sample_field(sample, "memory_used_bytes", "memory_used", "mem_used")
-                    ),
-                    memory_total_bytes=_number(
-                        _sample_field(sample, "memory_total_bytes", "memory_total", "mem_total")
-                    ),
-                    temperature_c=_number(
-                        _sample_field(sample, "temperature_c", "temperature", "temp_c")
-                    ),
-                    power_w=_number(_sample_field(sample, "power_w", "power_watts", "power")),
+                    gpu_id=gpu.gpu_id,
+                    name=gpu.name,
+                    utilization=gpu.util_pct,
+                    memory_used_bytes=gpu.mem_used,
+                    memory_total_bytes=gpu.mem_total,
+                    temperature_c=gpu.temp_c,
+                    power_w=gpu.power_w,
+                    sample_age_s=max(0.0, now - gpu.sampled_at),
                     sparkline=sparkline_points(history.series(key)),
                 )
             )
@@ -337,7 +305,8 @@ async def worker_fragment(request: Request) -> Response:
 
 def _gpus_context(state: ConsoleState) -> dict[str, Any]:
     workers = state.view.workers()  # the history is sampled by the app's GPU history task
-    return {"gpus": gpu_rows(workers, state.gpu_history), "worker_count": len(workers)}
+    rows = gpu_rows(workers, state.gpu_history, time.time())
+    return {"gpus": rows, "worker_count": len(workers)}
 
 
 async def gpus_page(request: Request) -> Response:
