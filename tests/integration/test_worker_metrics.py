@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from duplex.devtools.redis_server import free_port
+from duplex.worker.app import WorkerApp, WorkerStartupError
 from duplex.worker.gpu_sampler import GPU_METRIC_NAMES
 from duplex.worker.metrics import METRIC_NAMES
 from prometheus_client.parser import text_string_to_metric_families
@@ -130,6 +133,20 @@ async def test_metrics_port_minus_one_serves_nothing_and_announces_none(redis_ur
         assert worker.app.metrics_port is None and worker.app.metrics_url is None
         fields = await _hash(_client(redis_url), f"worker:{name}")
     assert fields["metrics_port"] == "none"
+
+
+async def test_a_taken_metrics_port_stops_the_start_naming_it(redis_url: str) -> None:
+    """A fixed metrics port that something else holds is a start-up error that names the
+    address; nothing is left running (the model is not even loaded)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        app = WorkerApp(worker_config(redis_url, name="tts-tone@taken", metrics_port=port))
+        with pytest.raises(WorkerStartupError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            await app.start()
+    assert app.metrics_port is None
+    assert not any(t.name == "duplex-gpu-sampler" for t in threading.enumerate())
 
 
 async def test_a_worker_with_a_gpu_exports_its_gauges_and_copies_them_to_redis(
