@@ -1,0 +1,254 @@
+"""Every series the Grafana dashboards query is served by a live orchestrator or a live worker.
+
+A real redis-server, a real worker (tone voice, its own /metrics port) and a real orchestrator
+run one WebSocket session in which the user barges in (real Piper speech as mic audio), plus
+one refused message and one refused WebRTC request, so that the latency, barge-in and error
+series have samples; both /metrics are then scraped over HTTP and compared with the
+dashboards' queries. GPU series (no GPU here) are checked in
+tests/unit/test_grafana_dashboard.py against the names the sampler declares; the console's
+in the same file against its registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_asyncio
+import redis
+from duplex.devtools.redis_server import RedisProcess
+from duplex.worker.gpu_sampler import GPU_METRIC_NAMES
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.mic_audio import frames, piper_speech, silence
+from tests.integration.orchestrator_fixtures import (
+    Client,
+    orch_config,
+    running_orchestrator,
+    wait_for_workers,
+)
+from tests.integration.worker_fixtures import running_worker, worker_config
+from tests.unit.test_grafana_dashboard import (
+    all_queries,
+    family_series,
+    grouping_labels,
+    selectors,
+)
+
+DEADLINE_S = 20.0
+WORKER = "tts-dash@0"
+RATE = 16000
+# One long clause for the voice to say; the user talks over it.
+TEXT = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+SPEECH = "Wait a moment I would like to ask you something about that."
+# Series that the scenario must have given samples (not only a # TYPE line). Not sampled here:
+# worker errors (a worker failing mid-stream) and model evictions.
+SAMPLED_AFTER_ONE_SESSION = {
+    "duplex_orch_sessions_active",
+    "duplex_orch_barge_ins_total",
+    "duplex_orch_barge_in_outcomes_total",
+    "duplex_orch_barge_in_detect_seconds_bucket",
+    "duplex_orch_barge_in_cut_seconds_bucket",
+    "duplex_orch_mic_frames_total",
+    "duplex_orch_protocol_errors_total",
+    "duplex_orch_webrtc_signalling_errors_total",
+    "duplex_orch_sessions_total",
+    "duplex_orch_first_audio_seconds_bucket",
+    "duplex_orch_routing_decisions_total",
+    "duplex_orch_routing_decision_seconds_bucket",
+    "duplex_orch_frames_sent_total",
+    "duplex_worker_sessions_active",
+    "duplex_worker_queue_depth",
+    "duplex_worker_synthesis_seconds_bucket",
+    "duplex_worker_rtf_bucket",
+    "duplex_worker_first_frame_seconds_bucket",
+    "duplex_worker_model_loads_total",
+    "duplex_worker_model_load_seconds_bucket",
+    "duplex_worker_resident_models",
+    "duplex_worker_model_resident",
+}
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One /metrics exposition, read as Prometheus reads it."""
+
+    text: str
+
+    def sampled(self) -> dict[str, list[dict[str, str]]]:
+        """Series name -> the label sets of its samples."""
+        out: dict[str, list[dict[str, str]]] = {}
+        for family in text_string_to_metric_families(self.text):
+            for sample in family.samples:
+                out.setdefault(sample.name, []).append(dict(sample.labels))
+        return out
+
+    def declared(self) -> set[str]:
+        """Every series name the exposition's families stand for, sampled or not yet (a
+        labelled family renders only its # TYPE line until its first child)."""
+        names: set[str] = set()
+        for family in text_string_to_metric_families(self.text):
+            names |= set(family_series(family.name, family.type, ()))
+        return names
+
+
+async def http_request(url: str, method: str = "GET") -> tuple[int, str]:
+    """A plain HTTP/1.1 request over a socket, no body: (status, body as text)."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    async with asyncio.timeout(DEADLINE_S):
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        head = f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
+        writer.write(f"{head}Content-Length: 0\r\n\r\n".encode())
+        await writer.drain()
+        raw = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, body = raw.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), body.decode()
+
+
+async def http_get(url: str) -> str:
+    status, body = await http_request(url)
+    assert status == 200, (url, status, body)
+    return body
+
+
+async def stream_mic(client: Client, chunks: list[bytes]) -> None:
+    """20 ms frames at real time, as a microphone sends them."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i, chunk in enumerate(chunks):
+        if client.closed:
+            return
+        await client.ws.send(chunk)
+        await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
+
+
+async def barge_in_session(client: Client, mic: list[bytes]) -> None:
+    """The voice speaks; the user talks over it until the held barge-in is settled."""
+    started = await client.start(
+        model_id="tone-fast", sample_rate=RATE, barge_in={"policy": "resume"}
+    )
+    assert started["type"] == "SessionStarted", started
+    await client.text(TEXT, is_final=True)
+    await client.wait_for(lambda got: len(got.utterance(0).frames) >= 25)  # 0.5 s heard
+    sender = asyncio.create_task(stream_mic(client, mic))
+    try:
+        await client.wait_for(lambda got: got.of_type("BargeInEnd"), limit_s=DEADLINE_S)
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+
+
+async def scrape_after_one_session(redis_url: str) -> tuple[Scrape, Scrape]:
+    """(orchestrator, worker) /metrics after the scenario of this module's docstring."""
+    (speech,) = piper_speech([SPEECH], RATE)
+    mic = frames([silence(RATE, 300), speech], RATE)
+    async with (
+        running_worker(worker_config(redis_url, name=WORKER, sample_rate=RATE)) as worker,
+        running_orchestrator(orch_config(redis_url)) as orch,
+    ):
+        await wait_for_workers(orch, {WORKER})
+        async with Client(orch) as client:
+            await barge_in_session(client, mic)
+        async with Client(orch) as client:  # text before SessionStart: an Error with a code
+            await client.text("too early")
+            reply = await client.ws.recv()
+            assert isinstance(reply, str) and '"Error"' in reply, reply
+        status, _ = await http_request(f"{orch.http_url}/whip/no-such-peer", "DELETE")
+        assert status == 404
+        metrics_url = worker.app.metrics_url
+        assert metrics_url is not None, "the test worker serves /metrics on a free port"
+        # A session's end is counted once the orchestrator sees the close: wait for it.
+        async with asyncio.timeout(DEADLINE_S):
+            while True:
+                orch_text = await http_get(f"{orch.http_url}/metrics")
+                if "duplex_orch_sessions_total{" in orch_text:
+                    break
+                await asyncio.sleep(0.05)  # polled: a scrape has nothing to wait on
+        return Scrape(orch_text), Scrape(await http_get(metrics_url))
+
+
+def dashboard_series() -> dict[str, set[str]]:
+    """Non-GPU, non-console series the dashboards query -> labels they match or group on."""
+    wanted: dict[str, set[str]] = {}
+    for query in all_queries():
+        found = selectors(query.expr)
+        for selector in found:
+            if selector.name.startswith(("worker_gpu_", "duplex_console_")):
+                continue
+            labels = wanted.setdefault(selector.name, set())
+            labels |= selector.matched | (grouping_labels(query.expr) - {"le"})
+    return wanted
+
+
+# The scenario runs once for both tests (in one event loop for the module).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def scrapes(redis_process: RedisProcess) -> tuple[Scrape, Scrape]:
+    """(orchestrator, worker) expositions after the scenario, on an empty redis-server."""
+    client = redis.Redis.from_url(redis_process.url)
+    client.flushall()
+    client.close()
+    return await scrape_after_one_session(redis_process.url)
+
+
+async def test_a_live_orchestrator_and_worker_serve_every_series_the_dashboards_query(
+    scrapes: tuple[Scrape, Scrape],
+) -> None:
+    """Each queried series is in a scrape; where sampled, with every label the dashboards
+    match or group on; the scenario gives the latency, routing, barge-in and error series
+    samples."""
+    orch, worker = scrapes
+    wanted = dashboard_series()
+    assert any(n.startswith("duplex_orch_") for n in wanted)
+    assert any(n.startswith("duplex_worker_") for n in wanted)
+    declared = orch.declared() | worker.declared()
+    missing = set(wanted) - declared
+    assert not missing, f"queried but not served: {sorted(missing)}"
+
+    sampled = {**orch.sampled(), **worker.sampled()}
+    not_sampled = SAMPLED_AFTER_ONE_SESSION - set(sampled)
+    assert not not_sampled, f"no samples after one session: {sorted(not_sampled)}"
+    for name, labels in wanted.items():
+        for sample_labels in sampled.get(name, []):
+            assert labels <= set(sample_labels), (name, labels, sample_labels)
+
+    # The fleet's routing-by-worker and the workers dashboard name a worker alike.
+    routed = {s["worker"] for s in sampled["duplex_orch_routing_decisions_total"]}
+    assert routed == {WORKER}
+    assert {s["worker"] for s in sampled["duplex_worker_queue_depth"]} == {WORKER}
+    # GPU series: all of them (a GPU here) or none (CPU only), never a part.
+    gpu = {name for name in sampled if name.startswith("worker_gpu_")}
+    assert gpu in (set(), set(GPU_METRIC_NAMES)), sorted(gpu)
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (Debian: apt-get install --no-install-recommends prometheus)",
+)
+async def test_live_expositions_pass_promtool_check_metrics(
+    scrapes: tuple[Scrape, Scrape],
+) -> None:
+    """Both scrapes follow Prometheus's naming and exposition rules (`promtool check metrics`)."""
+    promtool = shutil.which("promtool")
+    assert promtool is not None
+    for scrape in scrapes:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [promtool, "check", "metrics"],
+            input=scrape.text,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
