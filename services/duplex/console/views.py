@@ -48,7 +48,8 @@ class WorkerRow:
     addr: str
     adapter: str
     device: str
-    gpu: str
+    gpu: str  # gpu_summary: "CPU only" or the GPUs with their utilization
+    gpus: tuple[str, ...]  # gpu_parts: one entry per GPU
     resident_models: tuple[str, ...]
     available_models: tuple[str, ...]
     queue_depth: int
@@ -122,13 +123,17 @@ class OrchestratorRow:
 # -- data shaping (pure: the unit tests call these) ----------------------------------------
 
 
-def gpu_summary(record: WorkerRecord) -> str:
-    """ "CPU only", or each GPU's name and utilization ("NVIDIA L4 37%")."""
-    if not record.gpus:
-        return "CPU only"
-    return ", ".join(
-        f"{g.name} {g.util_pct:.0f}%" if g.util_pct is not None else g.name for g in record.gpus
+def gpu_parts(record: WorkerRecord) -> tuple[str, ...]:
+    """Each GPU's name and utilization ("NVIDIA L4 37%"); () for a worker without a GPU."""
+    return tuple(
+        f"{g.name} {g.util_pct:.0f}%" if g.util_pct is not None else g.name
+        for g in record.gpus or ()
     )
+
+
+def gpu_summary(record: WorkerRecord) -> str:
+    """The GPUs with their utilization, comma-separated; "CPU only" without a GPU."""
+    return ", ".join(gpu_parts(record)) or "CPU only"
 
 
 def health_of(age_s: float, worker_ttl_ms: int) -> str:
@@ -152,6 +157,7 @@ def worker_rows(
                 adapter=r.adapter_type,
                 device=r.device,
                 gpu=gpu_summary(r),
+                gpus=gpu_parts(r),
                 resident_models=r.resident_models,
                 available_models=r.available_models,
                 queue_depth=r.metrics.queue_depth,
