@@ -3,10 +3,12 @@ reprs, and the refusal to serve other machines without an admin token."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
 import pytest
+from duplex.console.app import build_console_app
 from duplex.console.config import (
     ConfigError,
     ConsoleConfig,
@@ -104,3 +106,12 @@ def test_secrets_stay_out_of_the_repr() -> None:
 def test_bad_values_are_errors_naming_the_key(tmp_path: Path, yaml_text: str, named: str) -> None:
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_console_config(write(tmp_path, yaml_text), {})
+
+
+def test_the_app_itself_refuses_a_non_loopback_bind_without_a_token() -> None:
+    """The same refusal guards build_console_app (a caller that skips the loader)."""
+    config = ConsoleConfig(console=ConsoleSection(host="0.0.0.0"))
+    with pytest.raises(ConfigError, match="CONSOLE_ADMIN_TOKEN"):
+        build_console_app(config)
+    section = dataclasses.replace(config.console, admin_token="a-token")
+    build_console_app(dataclasses.replace(config, console=section))
