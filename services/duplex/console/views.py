@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -33,7 +34,7 @@ _SPARK_W, _SPARK_H = 120, 28
 _GIB = 1024**3
 
 
-class Health:
+class Health(StrEnum):
     """A worker's heartbeat against `redis.worker_ttl_ms`."""
 
     OK = "ok"
@@ -57,7 +58,7 @@ class WorkerRow:
     rtf: float
     underruns: int
     heartbeat_age_s: float
-    health: str
+    health: Health
     drained: bool
     languages: tuple[str, ...]
     capabilities: tuple[str, ...]
@@ -99,6 +100,8 @@ class GpuRow:
 
 @dataclass(frozen=True)
 class SessionRow:
+    """One live session as an orchestrator published it."""
+
     orchestrator: str
     session: str  # a short prefix: enough to tell sessions apart on the page
     transport: str
@@ -112,6 +115,8 @@ class SessionRow:
 
 @dataclass(frozen=True)
 class OrchestratorRow:
+    """One live orchestrator: its sessions (published and in all) and in-flight counts."""
+
     id: str
     url: str
     sessions_total: int
@@ -136,7 +141,7 @@ def gpu_summary(record: WorkerRecord) -> str:
     return ", ".join(gpu_parts(record)) or "CPU only"
 
 
-def health_of(age_s: float, worker_ttl_ms: int) -> str:
+def health_of(age_s: float, worker_ttl_ms: int) -> Health:
     return Health.OK if age_s * 1000 <= worker_ttl_ms / 2 else Health.LATE
 
 
@@ -333,7 +338,8 @@ async def _sessions_context(state: ConsoleState) -> dict[str, Any]:
             records = await read_orchestrators(state.redis)
     except REDIS_ERRORS as exc:  # TimeoutError among them
         error = f"cannot read the orchestrators from Redis ({describe(exc)})"
-        _LOG.warning("sessions page: %s", error)
+        # Debug only: every open page polls this; the registry view logs the outage once.
+        _LOG.debug("sessions page: %s", error)
     orchestrators, sessions = session_rows(records, time.time())
     return {"orchestrators": orchestrators, "sessions": sessions, "error": error}
 
