@@ -120,10 +120,12 @@ def test_demo_starts_everything_serves_the_cli_and_ctrl_c_stops_every_child(
     """Redis, two Piper workers and the orchestrator come up; the CLI speaks; a dead worker is
     reported while the demo runs on; SIGINT stops every child."""
     redis_port, orch_port, base = free_port(), free_port(), free_port_run(2)
+    metrics_base = free_port_run(2)
     args = [
         "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
         "--orchestrator-port", str(orch_port),
         "--worker-base-port", str(base),
+        "--metrics-base-port", str(metrics_base),
         "--no-kokoro",
         "--startup-timeout", str(STARTUP_S),
     ]  # fmt: skip
@@ -184,10 +186,12 @@ def test_demo_skips_a_missing_japanese_voice_and_names_a_child_that_dies_during_
                                 'default_model_id: "no-such-model"')  # fmt: skip
         (config_dir / f"{name}.yaml").write_text(text, encoding="utf-8")
     redis_port, orch_port, base = free_port(), free_port(), free_port_run(2)
+    metrics_base = free_port_run(2)
     args = [
         "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
         "--orchestrator-port", str(orch_port),
         "--worker-base-port", str(base),
+        "--metrics-base-port", str(metrics_base),
         "--config-dir", str(config_dir),
         "--startup-timeout", str(STARTUP_S),
     ]  # fmt: skip
