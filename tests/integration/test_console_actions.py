@@ -94,6 +94,16 @@ async def test_the_parameters_form_writes_every_parameter(fleet: Fleet) -> None:
     )
 
 
+async def test_a_partial_form_applies_over_what_redis_holds_now(fleet: Fleet) -> None:
+    """A toggle, then at once a parameter: the second post keeps the first's strategy even
+    before the console's view has caught up with it."""
+    csrf = await fleet.sign_in()
+    assert (await post(fleet, "/routing", csrf, {"strategy": "priority"})).status == 200
+    assert (await post(fleet, "/routing", csrf, {"overflow_threshold": "2"})).status == 200
+    stored = RoutingSettings.decode(await fleet.redis.hgetall(keys.ROUTING), RoutingSettings())
+    assert (stored.strategy, stored.overflow_threshold) == (Strategy.PRIORITY, 2)
+
+
 async def test_drain_from_the_console_keeps_new_sessions_off_the_worker(fleet: Fleet) -> None:
     csrf = await fleet.sign_in()
     reply = await post(fleet, "/workers/w1/drain", csrf)

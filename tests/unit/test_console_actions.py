@@ -101,6 +101,9 @@ class FakeRedis:
     async def zrange(self, *args: Any) -> list[str]:
         return []
 
+    async def hgetall(self, name: str) -> dict[str, str]:
+        return {}
+
 
 @dataclass
 class FakeStream:

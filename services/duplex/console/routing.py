@@ -27,7 +27,7 @@ from duplex.console.routing_whatif import WhatIf, summed_inflight, what_if
 from duplex.console.state import ConsoleState, state_of
 from duplex.registry import keys
 from duplex.registry.orchestrators import read_orchestrators
-from duplex.registry.records import RoutingSettings, Strategy
+from duplex.registry.records import RegistryDecodeError, RoutingSettings, Strategy
 from duplex.routing import SessionRequest
 
 _REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
@@ -81,8 +81,8 @@ async def set_routing(request: Request) -> Response:
     await admit(request, state, Action.SET_ROUTING)
     form = await request.form()
     raw = {name: value for name in FIELDS if isinstance(value := form.get(name), str)}
-    current = state.view.routing()
     try:
+        current = await _stored_routing(state)
         if not raw:
             raise RoutingFormError([FieldError("form", "no routing field was given")])
         settings = parse_routing_form(
@@ -95,7 +95,9 @@ async def set_routing(request: Request) -> Response:
         return await _render(request, state, current, errors=errors, raw=raw, status=400)
     except ActionFailed as exc:
         count(state, Action.SET_ROUTING, exc.outcome)
-        return await _render(request, state, current, failure=exc.message, status=exc.status)
+        return await _render(
+            request, state, state.view.routing(), failure=exc.message, status=exc.status
+        )
     count(state, Action.SET_ROUTING, Outcome.OK)
     message = (
         f"Routing set: {settings.strategy.value}. Every orchestrator applies it to its next"
@@ -158,6 +160,26 @@ async def _write(operation: Any) -> None:
             Outcome.REDIS_ERROR,
             f"Redis could not be written ({type(exc).__name__}); nothing was changed",
         ) from None
+
+
+async def _stored_routing(state: ConsoleState) -> RoutingSettings:
+    """The routing a partial form applies to: read from Redis now, not from the view, which
+    may not yet show a change made a moment ago (a toggle, then the parameters form)."""
+    try:
+        stored = await state.redis.hgetall(keys.ROUTING)
+    except _REDIS_ERRORS as exc:
+        raise ActionFailed(
+            503,
+            Outcome.REDIS_ERROR,
+            f"Redis could not be read ({type(exc).__name__}); nothing was changed",
+        ) from None
+    fields = {str(k): str(v) for k, v in stored.items()}
+    if not fields:
+        return state.view.routing()
+    try:
+        return RoutingSettings.decode(fields, state.view.routing())
+    except RegistryDecodeError:
+        return state.view.routing()  # the view logs it; a full write replaces it
 
 
 async def _override_in_redis(state: ConsoleState) -> bool | None:
