@@ -56,6 +56,7 @@ async def test_a_live_session_is_published_with_its_worker_and_first_audio(
             )  # fmt: skip
             assert session.session_id == ws.got.started["session_id"]  # type: ignore[index]
             assert 0 < session.first_audio_ms < 5000 and record.sessions_total == 1
+            assert record.url == orch.http_url  # the bound port, not the configured 0
         assert await read_orchestrators(client) == []
         assert await client.zcard(keys.ORCHESTRATORS_LIVE) == 0
     finally:

@@ -118,7 +118,7 @@ def build_app(config: OrchestratorConfig) -> Starlette:
         runtime = Runtime(
             config, view, clients, router, metrics, hub, WebSocketTransport(hub), webrtc
         )
-        publisher = _publisher(config, runtime)
+        publisher = _publisher(config, runtime, lambda: getattr(app.state, "public_url", None))
         publisher.start()
         holder.runtime = app.state.runtime = runtime
         _LOG.info(
@@ -206,7 +206,9 @@ def build_app(config: OrchestratorConfig) -> Starlette:
     )
 
 
-def _publisher(config: OrchestratorConfig, runtime: Runtime) -> OrchestratorPublisher:
+def _publisher(
+    config: OrchestratorConfig, runtime: Runtime, bound_url: Callable[[], str | None]
+) -> OrchestratorPublisher:
     """Publishes this process's in-flight counts and sessions for the console."""
     ws = config.transport.websocket
     host = socket.gethostname() if ws.host in ("0.0.0.0", "::", "") else ws.host
@@ -219,7 +221,7 @@ def _publisher(config: OrchestratorConfig, runtime: Runtime) -> OrchestratorPubl
         sessions = runtime.hub.summaries()
         return OrchestratorRecord(
             id=orchestrator_id,
-            url=url,
+            url=bound_url() or url,
             started_at=started_at,
             last_heartbeat=time.time(),
             inflight=dict(runtime.router.inflight()),
@@ -337,6 +339,8 @@ class OrchestratorServer:
             except BaseException:
                 await self._plain.stop()
                 raise
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else socket.gethostname()
+        self.app.state.public_url = f"http://{host}:{self.port}"  # the bound port, for the console
         _LOG.info(
             "orchestrator listening",
             extra={"host": self.host, "port": self.port, "tls_port": self.tls_port},
