@@ -4,7 +4,8 @@ A real redis-server, a real worker (tone voice, its own /metrics port) and a rea
 run one WebSocket session in which the user barges in (real Piper speech as mic audio), plus
 one refused message and one refused WebRTC request, so that the latency, barge-in and error
 series have samples; both /metrics are then scraped over HTTP and compared with the
-dashboards' queries. GPU series (no GPU here) are checked in
+dashboards' queries, and a real Prometheus (Debian's, where installed) scrapes both and
+evaluates every dashboard query. GPU series (no GPU here) are checked in
 tests/unit/test_grafana_dashboard.py against the names the sampler declares; the console's
 in the same file against its registry.
 """
@@ -13,15 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import pytest_asyncio
 import redis
-from duplex.devtools.redis_server import RedisProcess
+import yaml
+from duplex.devtools.redis_server import RedisProcess, free_port
 from duplex.worker.gpu_sampler import GPU_METRIC_NAMES
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -103,7 +111,8 @@ async def http_request(url: str, method: str = "GET") -> tuple[int, str]:
     assert parts.hostname is not None and parts.port is not None
     async with asyncio.timeout(DEADLINE_S):
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        head = f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
+        target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        head = f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
         writer.write(f"{head}Content-Length: 0\r\n\r\n".encode())
         await writer.drain()
         raw = await reader.read()
@@ -147,8 +156,19 @@ async def barge_in_session(client: Client, mic: list[bytes]) -> None:
             await sender
 
 
-async def scrape_after_one_session(redis_url: str) -> tuple[Scrape, Scrape]:
-    """(orchestrator, worker) /metrics after the scenario of this module's docstring."""
+@dataclass(frozen=True)
+class Live:
+    """The running orchestrator and worker, and their expositions after the scenario."""
+
+    orch_metrics_url: str
+    worker_metrics_url: str
+    orch: Scrape
+    worker: Scrape
+
+
+@asynccontextmanager
+async def live_after_scenario(redis_url: str) -> AsyncIterator[Live]:
+    """A worker and an orchestrator, up, after the scenario of this module's docstring."""
     (speech,) = piper_speech([SPEECH], RATE)
     mic = frames([silence(RATE, 300), speech], RATE)
     async with (
@@ -166,14 +186,16 @@ async def scrape_after_one_session(redis_url: str) -> tuple[Scrape, Scrape]:
         assert status == 404
         metrics_url = worker.app.metrics_url
         assert metrics_url is not None, "the test worker serves /metrics on a free port"
+        orch_url = f"{orch.http_url}/metrics"
         # A session's end is counted once the orchestrator sees the close: wait for it.
         async with asyncio.timeout(DEADLINE_S):
             while True:
-                orch_text = await http_get(f"{orch.http_url}/metrics")
+                orch_text = await http_get(orch_url)
                 if "duplex_orch_sessions_total{" in orch_text:
                     break
                 await asyncio.sleep(0.05)  # polled: a scrape has nothing to wait on
-        return Scrape(orch_text), Scrape(await http_get(metrics_url))
+        worker_text = await http_get(metrics_url)
+        yield Live(orch_url, metrics_url, Scrape(orch_text), Scrape(worker_text))
 
 
 def dashboard_series() -> dict[str, set[str]]:
@@ -194,21 +216,22 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def scrapes(redis_process: RedisProcess) -> tuple[Scrape, Scrape]:
-    """(orchestrator, worker) expositions after the scenario, on an empty redis-server."""
+async def live(redis_process: RedisProcess) -> AsyncIterator[Live]:
+    """The scenario, on an empty redis-server; the processes stay up for the module's tests."""
     client = redis.Redis.from_url(redis_process.url)
     client.flushall()
     client.close()
-    return await scrape_after_one_session(redis_process.url)
+    async with live_after_scenario(redis_process.url) as running:
+        yield running
 
 
 async def test_a_live_orchestrator_and_worker_serve_every_series_the_dashboards_query(
-    scrapes: tuple[Scrape, Scrape],
+    live: Live,
 ) -> None:
     """Each queried series is in a scrape; where sampled, with every label the dashboards
     match or group on; the scenario gives the latency, routing, barge-in and error series
     samples."""
-    orch, worker = scrapes
+    orch, worker = live.orch, live.worker
     wanted = dashboard_series()
     assert any(n.startswith("duplex_orch_") for n in wanted)
     assert any(n.startswith("duplex_worker_") for n in wanted)
@@ -237,12 +260,12 @@ async def test_a_live_orchestrator_and_worker_serve_every_series_the_dashboards_
     reason="promtool not installed (Debian: apt-get install --no-install-recommends prometheus)",
 )
 async def test_live_expositions_pass_promtool_check_metrics(
-    scrapes: tuple[Scrape, Scrape],
+    live: Live,
 ) -> None:
     """Both scrapes follow Prometheus's naming and exposition rules (`promtool check metrics`)."""
     promtool = shutil.which("promtool")
     assert promtool is not None
-    for scrape in scrapes:
+    for scrape in (live.orch, live.worker):
         result = await asyncio.to_thread(
             subprocess.run,
             [promtool, "check", "metrics"],
@@ -252,3 +275,80 @@ async def test_live_expositions_pass_promtool_check_metrics(
             timeout=60,
         )
         assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+@asynccontextmanager
+async def running_prometheus(targets: list[str], directory: Path) -> AsyncIterator[str]:
+    """Debian's Prometheus on a free loopback port, scraping `targets` every second; its URL."""
+    assert PROMETHEUS is not None
+    config = directory / "prometheus.yml"
+    scrape = {"job_name": "duplex", "static_configs": [{"targets": targets}]}
+    global_ = {"scrape_interval": "1s", "scrape_timeout": "1s"}
+    config.write_text(yaml.safe_dump({"global": global_, "scrape_configs": [scrape]}))
+    port = free_port()
+    with (directory / "prometheus.log").open("w") as log:
+        process = await asyncio.create_subprocess_exec(
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def instant_query(prometheus: str, expr: str) -> dict[str, Any]:
+    """`/api/v1/query` for `expr` now (its JSON: status, data.result)."""
+    status, body = await http_request(f"{prometheus}/api/v1/query?{urlencode({'query': expr})}")
+    answer: dict[str, Any] = json.loads(body)
+    assert status == 200 and answer["status"] == "success", (expr, status, body)
+    return answer
+
+
+def evaluable(expr: str) -> str:
+    """A dashboard query with Grafana's variables given the values Grafana would use here."""
+    expr = re.sub(r"\$__rate_interval", "10s", expr)  # 4 scrape intervals and more
+    return re.sub(r"\$\{?\w+\}?", ".*", expr)  # $worker: All
+
+
+@pytest.mark.skipif(
+    PROMETHEUS is None,
+    reason="prometheus not installed (Debian: apt-get install --no-install-recommends prometheus)",
+)
+async def test_a_real_prometheus_answers_every_query_whose_series_are_served(
+    live: Live, tmp_path: Path
+) -> None:
+    """Prometheus (Debian's 2.42) scrapes the live orchestrator and worker; every dashboard
+    query whose series they serve evaluates to data, as a Grafana panel would show it."""
+    targets = [urlsplit(url).netloc for url in (live.orch_metrics_url, live.worker_metrics_url)]
+    sampled = set(live.orch.sampled()) | set(live.worker.sampled())
+    async with running_prometheus(targets, tmp_path) as prometheus:
+        # Two scrapes of each target at least: rate() and increase() need two samples. (Its
+        # service discovery hands the targets to the scrapers after about 5 s.)
+        async with asyncio.timeout(DEADLINE_S):
+            while True:
+                with contextlib.suppress(OSError, ValueError, AssertionError):
+                    answer = await instant_query(prometheus, "count_over_time(up[1m]) >= 2")
+                    if len(answer["data"]["result"]) == len(targets):
+                        break
+                await asyncio.sleep(0.2)  # polled: Prometheus is a separate process
+        answered = 0
+        for query in all_queries():
+            answer = await instant_query(prometheus, evaluable(query.expr))
+            if {s.name for s in selectors(query.expr)} <= sampled:
+                assert answer["data"]["result"], f"no data: {query.dashboard} / {query.panel}"
+                answered += 1
+        assert answered >= len(all_queries()) * 2 // 3, answered
