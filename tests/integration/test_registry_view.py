@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import redis
 import redis.asyncio as aioredis
-from duplex.devtools.redis_server import RedisProcess
+from duplex.devtools.redis_server import RedisProcess, start_redis
 from duplex.registry import keys
 from duplex.registry._connect import hash_fields
 from duplex.registry.admin import RegistryAdmin
@@ -405,3 +405,27 @@ async def test_starts_with_redis_down_and_connects_when_it_comes_up(
 def test_merge_flags_adds_only_what_is_missing(current: str, expected: str | None) -> None:
     """The notify-keyspace-events merge keeps existing flags and understands the `A` alias."""
     assert _merge_flags(current) == expected
+
+
+async def test_steering_survives_a_redis_restart_with_append_only_persistence() -> None:
+    """The strategy, its parameters and drain flags: kept by the view while Redis is down, and
+    read back after it restarts from its append-only file (as compose runs it)."""
+    server = start_redis(persistent=True)
+    steered = replace(FALLBACK, strategy=Strategy.PRIORITY, overflow_threshold=3)
+    assert steered != FALLBACK
+    try:
+        async with RegistryAdmin(server.url) as admin:
+            await admin.set_routing(steered)
+            await admin.drain("gpu1")
+        async with RegistryView(server.url, FALLBACK, reconcile_s=0.1) as view:
+            await until(view, lambda: view.routing() == steered, within=2.0)
+            assert view.drained() == {"gpu1"}
+            server.stop()  # SIGTERM: Redis writes its append-only file and exits
+            await until(view, lambda: not view.redis_ok(), within=2.0)
+            assert view.routing() == steered and view.drained() == {"gpu1"}
+            server.restart()
+            await until(view, view.redis_ok, within=5.0)
+            await asyncio.sleep(0.3)  # a reconcile or two after the restart
+            assert view.routing() == steered and view.drained() == {"gpu1"}
+    finally:
+        server.stop()

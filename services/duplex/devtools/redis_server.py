@@ -56,6 +56,7 @@ class RedisProcess:
     port: int
     process: subprocess.Popen[bytes]
     workdir: str
+    persistent: bool = False
 
     @property
     def url(self) -> str:
@@ -74,18 +75,23 @@ class RedisProcess:
                 self.process.wait(timeout=10)
 
     def restart(self) -> None:
-        """Stop and start again on the same port, with an empty dataset."""
+        """Stop and start again on the same port: with an empty dataset, or with the data of
+        its append-only file when persistent."""
         self.stop()
-        self.process = _spawn(self.port, self.workdir)
+        self.process = _spawn(self.port, self.workdir, self.persistent)
 
 
-def start_redis(port: int | None = None, workdir: str | None = None) -> RedisProcess:
+def start_redis(
+    port: int | None = None, workdir: str | None = None, *, persistent: bool = False
+) -> RedisProcess:
+    """A real redis-server on loopback; ``persistent`` turns append-only persistence on (in
+    ``workdir``), as the compose stack runs it."""
     port = port or free_port()
     workdir = workdir or tempfile.mkdtemp(prefix="duplex-redis-")
-    return RedisProcess(port=port, process=_spawn(port, workdir), workdir=workdir)
+    return RedisProcess(port, _spawn(port, workdir, persistent), workdir, persistent)
 
 
-def _spawn(port: int, workdir: str) -> subprocess.Popen[bytes]:
+def _spawn(port: int, workdir: str, persistent: bool = False) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
             find_redis_server(),
@@ -96,7 +102,7 @@ def _spawn(port: int, workdir: str) -> subprocess.Popen[bytes]:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if persistent else "no",
             "--dir",
             workdir,
             "--notify-keyspace-events",
