@@ -1,13 +1,13 @@
 """Every series the Grafana dashboards query is served by a live orchestrator or a live worker.
 
-A real redis-server, a real worker (tone voice, its own /metrics port) and a real orchestrator
-run one WebSocket session in which the user barges in (real Piper speech as mic audio), plus
-one refused message and one refused WebRTC request, so that the latency, barge-in and error
-series have samples; both /metrics are then scraped over HTTP and compared with the
-dashboards' queries, and a real Prometheus (Debian's, where installed) scrapes both and
-evaluates every dashboard query. GPU series (no GPU here) are checked in
-tests/unit/test_grafana_dashboard.py against the names the sampler declares; the console's
-in the same file against its registry.
+A real redis-server, a real worker (tone voice, its own /metrics port), a real orchestrator and
+the real console run one WebSocket session in which the user barges in (real Piper speech as
+mic audio), plus one refused message, one refused WebRTC request and one wrong console sign-in,
+so that the latency, barge-in, error and console series have samples; the three /metrics are
+then scraped over HTTP and compared with the dashboards' queries, and a real Prometheus
+(Debian's, where installed) scrapes them and evaluates every dashboard query. GPU series (no
+GPU here) are checked in tests/unit/test_grafana_dashboard.py against what the sampler renders
+with a fake NVML.
 """
 
 from __future__ import annotations
@@ -29,10 +29,13 @@ import pytest
 import pytest_asyncio
 import redis
 import yaml
+from duplex.console.app import ConsoleServer
 from duplex.devtools.redis_server import RedisProcess, free_port
 from duplex.worker.gpu_sampler import GPU_METRIC_NAMES
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.console_client import ConsoleClient
+from tests.integration.console_fleet import console_config
 from tests.integration.mic_audio import frames, piper_speech, silence
 from tests.integration.orchestrator_fixtures import (
     Client,
@@ -79,6 +82,8 @@ SAMPLED_AFTER_ONE_SESSION = {
     "duplex_worker_model_load_seconds_bucket",
     "duplex_worker_resident_models",
     "duplex_worker_model_resident",
+    "duplex_console_actions_total",
+    "duplex_console_signin_failures_total",
 }
 
 
@@ -158,22 +163,31 @@ async def barge_in_session(client: Client, mic: list[bytes]) -> None:
 
 @dataclass(frozen=True)
 class Live:
-    """The running orchestrator and worker, and their expositions after the scenario."""
+    """The running orchestrator, worker and console, and their expositions after the
+    scenario."""
 
     orch_metrics_url: str
     worker_metrics_url: str
+    console_metrics_url: str
     orch: Scrape
     worker: Scrape
+    console: Scrape
+
+    @property
+    def scrapes(self) -> tuple[Scrape, Scrape, Scrape]:
+        return self.orch, self.worker, self.console
 
 
 @asynccontextmanager
 async def live_after_scenario(redis_url: str) -> AsyncIterator[Live]:
-    """A worker and an orchestrator, up, after the scenario of this module's docstring."""
+    """A worker, an orchestrator and the console, up, after the scenario of this module's
+    docstring."""
     (speech,) = piper_speech([SPEECH], RATE)
     mic = frames([silence(RATE, 300), speech], RATE)
     async with (
         running_worker(worker_config(redis_url, name=WORKER, sample_rate=RATE)) as worker,
         running_orchestrator(orch_config(redis_url)) as orch,
+        ConsoleServer(console_config(redis_url)) as console,
     ):
         await wait_for_workers(orch, {WORKER})
         async with Client(orch) as client:
@@ -184,6 +198,8 @@ async def live_after_scenario(redis_url: str) -> AsyncIterator[Live]:
             assert isinstance(reply, str) and '"Error"' in reply, reply
         status, _ = await http_request(f"{orch.http_url}/whip/no-such-peer", "DELETE")
         assert status == 404
+        refused = await ConsoleClient(console.url).sign_in("not-the-admin-token")
+        assert refused.status in (401, 403), refused.status
         metrics_url = worker.app.metrics_url
         assert metrics_url is not None, "the test worker serves /metrics on a free port"
         orch_url = f"{orch.http_url}/metrics"
@@ -195,16 +211,25 @@ async def live_after_scenario(redis_url: str) -> AsyncIterator[Live]:
                     break
                 await asyncio.sleep(0.05)  # polled: a scrape has nothing to wait on
         worker_text = await http_get(metrics_url)
-        yield Live(orch_url, metrics_url, Scrape(orch_text), Scrape(worker_text))
+        console_url = f"{console.url}/metrics"
+        console_text = await http_get(console_url)
+        yield Live(
+            orch_url,
+            metrics_url,
+            console_url,
+            Scrape(orch_text),
+            Scrape(worker_text),
+            Scrape(console_text),
+        )
 
 
 def dashboard_series() -> dict[str, set[str]]:
-    """Non-GPU, non-console series the dashboards query -> labels they match or group on."""
+    """Non-GPU series the dashboards query -> labels they match or group on."""
     wanted: dict[str, set[str]] = {}
     for query in all_queries():
         found = selectors(query.expr)
         for selector in found:
-            if selector.name.startswith(("worker_gpu_", "duplex_console_")):
+            if selector.name.startswith("worker_gpu_"):
                 continue
             labels = wanted.setdefault(selector.name, set())
             labels |= selector.matched | (grouping_labels(query.expr) - {"le"})
@@ -225,23 +250,22 @@ async def live(redis_process: RedisProcess) -> AsyncIterator[Live]:
         yield running
 
 
-async def test_a_live_orchestrator_and_worker_serve_every_series_the_dashboards_query(
+async def test_live_processes_serve_every_non_gpu_series_the_dashboards_query(
     live: Live,
 ) -> None:
-    """Each queried series is in a scrape; where sampled, with every label the dashboards
-    match or group on; the scenario gives the latency, routing, barge-in and error series
-    samples."""
-    orch, worker = live.orch, live.worker
+    """Each queried series is in a scrape of the orchestrator, the worker or the console;
+    where sampled, with every label the dashboards match or group on; the scenario gives the
+    latency, routing, barge-in, error and console series samples."""
     wanted = dashboard_series()
-    assert any(n.startswith("duplex_orch_") for n in wanted)
-    assert any(n.startswith("duplex_worker_") for n in wanted)
-    declared = orch.declared() | worker.declared()
+    for prefix in ("duplex_orch_", "duplex_worker_", "duplex_console_"):
+        assert any(n.startswith(prefix) for n in wanted), prefix
+    declared = set().union(*(scrape.declared() for scrape in live.scrapes))
     missing = set(wanted) - declared
     assert not missing, f"queried but not served: {sorted(missing)}"
 
-    sampled = {**orch.sampled(), **worker.sampled()}
+    sampled = {name: s for scrape in live.scrapes for name, s in scrape.sampled().items()}
     not_sampled = SAMPLED_AFTER_ONE_SESSION - set(sampled)
-    assert not not_sampled, f"no samples after one session: {sorted(not_sampled)}"
+    assert not not_sampled, f"no samples after the scenario: {sorted(not_sampled)}"
     for name, labels in wanted.items():
         for sample_labels in sampled.get(name, []):
             assert labels <= set(sample_labels), (name, labels, sample_labels)
@@ -262,10 +286,11 @@ async def test_a_live_orchestrator_and_worker_serve_every_series_the_dashboards_
 async def test_live_expositions_pass_promtool_check_metrics(
     live: Live,
 ) -> None:
-    """Both scrapes follow Prometheus's naming and exposition rules (`promtool check metrics`)."""
+    """The three scrapes follow Prometheus's naming and exposition rules
+    (`promtool check metrics`)."""
     promtool = shutil.which("promtool")
     assert promtool is not None
-    for scrape in (live.orch, live.worker):
+    for scrape in live.scrapes:
         result = await asyncio.to_thread(
             subprocess.run,
             [promtool, "check", "metrics"],
@@ -331,10 +356,11 @@ def evaluable(expr: str) -> str:
 async def test_a_real_prometheus_answers_every_query_whose_series_are_served(
     live: Live, tmp_path: Path
 ) -> None:
-    """Prometheus (Debian's 2.42) scrapes the live orchestrator and worker; every dashboard
-    query whose series they serve evaluates to data, as a Grafana panel would show it."""
-    targets = [urlsplit(url).netloc for url in (live.orch_metrics_url, live.worker_metrics_url)]
-    sampled = set(live.orch.sampled()) | set(live.worker.sampled())
+    """Prometheus (Debian's 2.42) scrapes the live orchestrator, worker and console; every
+    dashboard query whose series they serve evaluates to data, as a Grafana panel shows it."""
+    urls = (live.orch_metrics_url, live.worker_metrics_url, live.console_metrics_url)
+    targets = [urlsplit(url).netloc for url in urls]
+    sampled = {name for scrape in live.scrapes for name in scrape.sampled()}
     async with running_prometheus(targets, tmp_path) as prometheus:
         # Two scrapes of each target at least: rate() and increase() need two samples. (Its
         # service discovery hands the targets to the scrapers after about 5 s.)
