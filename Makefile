@@ -13,7 +13,7 @@ LANGUAGE ?= en
 CONCURRENCY ?= 1
 OUT ?= out/cli.wav
 
-.PHONY: help venv test check proto proto-check bench demo cli clean browser
+.PHONY: help venv test check proto proto-check bench demo cli clean browser promtool grafana-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,7 +40,16 @@ browser: ## Install Debian's Chromium for the page tests (headless; never a down
 	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } \
 	  || { echo "!! could not install chromium: run 'apt-get install -y chromium chromium-driver' as root, or set DUPLEX_CHROMIUM=/path/to/chromium"; exit 1; }; fi
 
-test: $(STAMP) proto-check browser ## Run the whole test suite (real Redis, real gRPC, real Piper)
+promtool: ## Install Debian's Prometheus (promtool checks the scrape config and dashboard queries)
+	@if command -v promtool >/dev/null; then echo "promtool: $$(command -v promtool)"; else \
+	  echo "== installing Debian's prometheus for the config and dashboard checks =="; \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; } \
+	  || { echo "!! could not install prometheus: run 'apt-get install -y prometheus' as root"; exit 1; }; fi
+
+grafana-check: ## Type-check the Grafana dashboards (@grafana/schema 11.1, tsc --strict)
+	cd grafana/check && npm ci --no-audit --no-fund && npm run -s check
+
+test: $(STAMP) proto-check browser promtool ## Run the whole test suite (real Redis, real gRPC, real Piper, Chromium, promtool)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 check: $(STAMP) ## ruff + mypy
@@ -67,4 +76,4 @@ cli: $(STAMP) ## Speak TEXT through the orchestrator: make cli TEXT="..." [MODEL
 	$(PY) -m duplex.cli --host "$(HOST)" --text "$(TEXT)" $(if $(MODEL),--model "$(MODEL)") --language "$(LANGUAGE)" --concurrency $(CONCURRENCY) --out "$(OUT)"
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out grafana/check/node_modules grafana/check/build
