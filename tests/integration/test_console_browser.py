@@ -5,6 +5,7 @@ model on a worker's page. Screenshots go to out/screenshots/console-*.png."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -107,7 +108,7 @@ async def test_drain_from_the_workers_page_keeps_sessions_off_the_worker(
     async with open_chromium(tmp_path) as browser:
         await sign_in(browser, fleet, "/workers")
         await browser.wait_for(f"!!{q('drain-w1')}", limit_s=LIMIT_S, what="w1's drain button")
-        await browser.click("drain-w1")
+        await click_when_live(browser, "drain-w1")
         await browser.wait_for(
             f"{q('action-result-w1')}.innerText.includes('w1 is drained')",
             limit_s=LIMIT_S,
@@ -126,7 +127,7 @@ async def test_drain_from_the_workers_page_keeps_sessions_off_the_worker(
         assert set(await fleet.sessions("tone-rt02", 3)) == {"w2"}
         await browser.screenshot(tmp_path / "console-workers-drained.png")
 
-        await browser.click("undrain-w1")
+        await click_when_live(browser, "undrain-w1")
         await browser.wait_for(
             f"{q('drain-w1')} && !document.querySelector('tr[data-worker=w1]')"
             ".classList.contains('is-drained')",
@@ -134,6 +135,23 @@ async def test_drain_from_the_workers_page_keeps_sessions_off_the_worker(
             what="the row to serve again",
         )
         assert await fleet.redis.smembers(keys.DRAINED) == set()
+
+
+async def click_when_live(browser: Browser, testid: str) -> None:
+    """Click a row's button once htmx has taken its form over, checked and clicked in one
+    script turn. The row is re-rendered by polling every refresh; a button clicked in the
+    instant between its insertion and htmx processing it submits its form natively (a
+    full-page POST, whose fallback page shows the result), which is not what this tests."""
+    button = q(testid)
+    script = (
+        f"(() => {{ const b = {button}; if (!b || !b.closest('form')['htmx-internal-data'])"
+        " return false; b.click(); return true; })()"
+    )
+    async with asyncio.timeout(LIMIT_S):
+        while True:
+            if await browser.evaluate(script):
+                return
+            await asyncio.sleep(0.05)
 
 
 async def test_load_unload_and_speak_from_a_workers_page(fleet: Fleet, tmp_path: Path) -> None:
