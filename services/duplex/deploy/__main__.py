@@ -1,0 +1,204 @@
+"""`python -m duplex.deploy`: generate the compose stack (`make up`, `make config`) or the
+systemd units (`make systemd`) for this host.
+
+    python -m duplex.deploy generate --gpus 2 --out compose/generated --env-file .env
+    python -m duplex.deploy config --gpus 0,2 --models 0:piper,2:kokoro   # print, write nothing
+    python -m duplex.deploy systemd --gpus 2 --out compose/generated/systemd
+
+Every input is checked before anything is written: a bad one exits 2 with a line naming the
+variable and the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from duplex.deploy.plan import StackPlan, plan_stack
+from duplex.deploy.render import COMPOSE_FILE, render, write
+from duplex.deploy.secrets import ensure_secrets, needed
+from duplex.deploy.spec import (
+    DeployError,
+    Ports,
+    StackOptions,
+    detect_gpus,
+    parse_count,
+    parse_flag,
+    parse_gpus,
+    parse_models,
+    parse_network,
+    plan_workers,
+)
+from duplex.deploy.systemd import SystemdOptions, render_systemd
+
+DEFAULT_OUT = Path("compose/generated")
+_PORTS = {
+    "redis": "REDIS_PORT",
+    "orchestrator": "ORCH_PORT",
+    "tls": "TLS_PORT",
+    "console": "CONSOLE_PORT",
+    "grpc_base": "GRPC_BASE_PORT",
+    "metrics_base": "METRICS_BASE_PORT",
+    "prometheus": "PROMETHEUS_PORT",
+    "grafana": "GRAFANA_PORT",
+}
+"""Ports field -> the make variable (and flag: --redis-port, ...) that sets it."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What this build of the worker can run: adapter -> its model ids."""
+
+    models: Mapping[str, tuple[str, ...]]
+
+
+def builtin() -> Catalog:
+    """The worker's adapter registry and model catalog."""
+    from duplex.worker.adapters import adapter_families
+    from duplex.worker.catalog import builtin_catalog
+
+    catalog = builtin_catalog()
+    return Catalog(
+        {a: tuple(s.model_id for s in catalog.for_family(a)) for a in adapter_families()}
+    )
+
+
+def _flag(name: str) -> str:
+    return "--" + name.lower().replace("_", "-")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m duplex.deploy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    generate = commands.add_parser("generate", help="write the stack into --out")
+    config = commands.add_parser("config", help="print the compose file; write nothing")
+    systemd = commands.add_parser("systemd", help="write systemd units and configs into --out")
+    for sub in (generate, config, systemd):
+        sub.add_argument("--gpus", default="auto", help="a count, a list (0,2) or auto")
+        sub.add_argument(
+            "--models", default="", help="GPU:ADAPTER[+ADAPTER],... e.g. 0:piper,1:kokoro"
+        )
+        sub.add_argument(
+            "--cpu-workers", default="", help="CPU Piper workers (default 2 with GPUS=0)"
+        )
+        sub.add_argument("--monitoring", default="1", help="1: Prometheus and Grafana")
+        sub.add_argument("--tls", default="0", help="1: HTTPS/WSS on the TLS port")
+        sub.add_argument("--tls-cert-dir", default="", help="folder with cert.pem and key.pem")
+        sub.add_argument("--network", default="bridge", help="bridge (production) or host")
+        sub.add_argument(
+            "--webrtc", default="1", help="1: WebRTC (orchestrator on the host network)"
+        )
+        sub.add_argument("--image-tag", default="latest")
+        sub.add_argument("--redis-image", default="redis:7-alpine")
+        sub.add_argument("--base-image", default="", help="the Dockerfile's BASE")
+        sub.add_argument("--cuda-base-image", default="", help="BASE of the CUDA worker image")
+        sub.add_argument("--public-host", default="localhost", help="the name browsers use")
+        sub.add_argument(
+            "--subnet", default="10.231.77", help="the bridge network's /24, e.g. 10.231.77"
+        )
+        for variable in _PORTS.values():
+            sub.add_argument(_flag(variable), default="")
+    for sub, default in ((generate, DEFAULT_OUT), (systemd, DEFAULT_OUT / "systemd")):
+        sub.add_argument("--out", type=Path, default=default, help=f"default {default}")
+    generate.add_argument(
+        "--env-file",
+        type=Path,
+        default=None,
+        help="make sure the stack's secrets are in this file (make up: .env)",
+    )
+    systemd.add_argument("--install-dir", default="/opt/duplex")
+    systemd.add_argument("--config-dir", default="/etc/duplex")
+    systemd.add_argument("--user", default="duplex")
+    return parser
+
+
+def options_from(args: argparse.Namespace, catalog: Catalog) -> StackOptions:
+    """Parse and check every input; raises DeployError naming the first bad one."""
+
+    def detect() -> tuple[int, ...]:
+        gpus, message = detect_gpus()
+        print(message, file=sys.stderr)
+        return gpus
+
+    gpus = parse_gpus(args.gpus, detect)
+    models = parse_models(args.models, gpus, tuple(catalog.models))
+    workers = plan_workers(gpus, models, parse_count("CPU_WORKERS", args.cpu_workers))
+    ports: dict[str, int] = {}
+    for field_name, variable in _PORTS.items():
+        value = parse_count(variable, getattr(args, variable.lower()))
+        if value is not None:
+            ports[field_name] = value
+    return StackOptions(
+        workers=workers,
+        monitoring=parse_flag("MONITORING", args.monitoring),
+        tls=parse_flag("TLS", args.tls),
+        tls_cert_dir=args.tls_cert_dir,
+        network=parse_network(args.network),
+        webrtc=parse_flag("WEBRTC", args.webrtc),
+        image_tag=args.image_tag,
+        redis_image=args.redis_image,
+        base_image=args.base_image,
+        cuda_base_image=args.cuda_base_image,
+        public_host=args.public_host,
+        subnet_prefix=args.subnet.removesuffix(".0/24"),
+        ports=Ports(**ports),
+    )
+
+
+def plan_from_args(argv: Sequence[str], catalog: Catalog | None = None) -> StackPlan:
+    """The plan `python -m duplex.deploy config ARGV...` would render (tests, tools)."""
+    known = catalog or builtin()
+    args = _parser().parse_args(["config", *argv])
+    return plan_stack(options_from(args, known), known.models)
+
+
+def _generate(plan: StackPlan, out: Path, env_file: Path | None) -> None:
+    files = render(plan)
+    changed = write(files, out)
+    print(
+        f"wrote {out}/ ({len(files)} files, {len(changed)} changed): "
+        f"{', '.join(w.name for w in plan.workers)}"
+    )
+    if env_file is not None:
+        new = ensure_secrets(env_file, needed(plan))
+        if new:
+            print(f"\nNew secrets, saved in {env_file} (shown this once):")
+            for name, value in new.items():
+                print(f"  {name}={value}")
+            print()
+    if plan.options.tls and not plan.options.tls_cert_dir:
+        from duplex.deploy.tlsdir import ensure_certificate
+
+        print(ensure_certificate(out / "tls", plan.options.public_host))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        catalog = builtin()
+        plan = plan_stack(options_from(args, catalog), catalog.models)
+        if args.command == "config":
+            sys.stdout.write(render(plan)[COMPOSE_FILE])
+        elif args.command == "generate":
+            _generate(plan, args.out, args.env_file)
+        else:
+            files = render_systemd(
+                plan, SystemdOptions(args.install_dir, args.config_dir, args.user)
+            )
+            write(files, args.out)
+            print(f"wrote {args.out}/: {', '.join(files)} (see docs/deployment.md, systemd)")
+    except DeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
