@@ -75,5 +75,67 @@ demo: $(STAMP) ## Start Redis, three workers and the orchestrator on this machin
 cli: $(STAMP) ## Speak TEXT through the orchestrator: make cli TEXT="..." [MODEL=] [LANGUAGE=] [HOST=] [CONCURRENCY=]
 	$(PY) -m duplex.cli --host "$(HOST)" --text "$(TEXT)" $(if $(MODEL),--model "$(MODEL)") --language "$(LANGUAGE)" --concurrency $(CONCURRENCY) --out "$(OUT)"
 
+# ---- production: the appliance in containers (docs/deployment.md) ----------------------------
+# make up GPUS=2 generates compose/generated/ for this host and starts it; the secrets live in
+# $(ENV_FILE) (generated and printed once when missing). `config/` is also a folder: every
+# target here is phony.
+.PHONY: up down ps logs config systemd
+GPUS ?= auto
+MODELS ?=
+CPU_WORKERS ?=
+MONITORING ?= 1
+NETWORK ?= bridge
+WEBRTC ?= 1
+IMAGE_TAG ?= latest
+REDIS_IMAGE ?= redis:7-alpine
+BASE ?=
+CUDA_BASE ?=
+PUBLIC_HOST ?= localhost
+TLS_CERT_DIR ?=
+ENV_FILE ?= .env
+COMPOSE_PROJECT ?= duplex
+STACK_DIR ?= compose/generated
+SERVICE ?=
+FOLLOW ?=
+INSTALL_DIR ?= /opt/duplex
+SERVICE_USER ?= duplex
+DEPLOY_PORTS := REDIS_PORT ORCH_PORT TLS_PORT CONSOLE_PORT GRPC_BASE_PORT METRICS_BASE_PORT PROMETHEUS_PORT GRAFANA_PORT
+DEPLOY_ARGS = --gpus "$(GPUS)" --models "$(MODELS)" --cpu-workers "$(CPU_WORKERS)" \
+  --monitoring "$(MONITORING)" --tls "$(or $(TLS),0)" --tls-cert-dir "$(TLS_CERT_DIR)" \
+  --network "$(NETWORK)" --webrtc "$(WEBRTC)" --image-tag "$(IMAGE_TAG)" --redis-image "$(REDIS_IMAGE)" \
+  --base-image "$(BASE)" --cuda-base-image "$(CUDA_BASE)" --public-host "$(PUBLIC_HOST)" \
+  $(foreach p,$(DEPLOY_PORTS),$(if $($(p)),--$(subst _,-,$(shell echo $(p) | tr A-Z a-z)) "$($(p))"))
+# `docker compose` (v2) where present, else Debian's docker-compose (v1); the classic builder.
+COMPOSE_BIN = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE = DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0 $(COMPOSE_BIN) -p $(COMPOSE_PROJECT) -f $(STACK_DIR)/docker-compose.yml
+# ps, logs and down start nothing, so the secrets' values do not matter to them: placeholders
+# let them run even without $(ENV_FILE).
+NO_SECRETS = API_KEYS=- CONSOLE_ADMIN_TOKEN=- CONSOLE_SESSION_SECRET=- GRAFANA_ADMIN_PASSWORD=-
+
+up: $(STAMP) ## Generate compose/generated/ and start the appliance: make up GPUS=2 [MODELS=0:piper,1:kokoro] [CPU_WORKERS=] [MONITORING=1] [TLS=0] [NETWORK=bridge]
+	@command -v docker >/dev/null || { echo "!! docker is not installed (Debian: apt-get install docker.io docker-compose)"; exit 1; }
+	$(PY) -m duplex.deploy generate $(DEPLOY_ARGS) --out $(STACK_DIR) --env-file $(ENV_FILE)
+	$(PY) -m duplex.devtools.docker wheels $$(cat $(STACK_DIR)/wheels.args)
+	$(COMPOSE) --env-file $(CURDIR)/$(ENV_FILE) $(if $(filter 1,$(MONITORING)),--profile monitoring) up -d --build --remove-orphans
+	@echo; echo "== the appliance is starting (make ps shows health; make logs SERVICE=orchestrator) =="
+	@cat $(STACK_DIR)/urls.txt
+	@echo "secrets: $(ENV_FILE) (API_KEYS for clients off this host, CONSOLE_ADMIN_TOKEN for the console)"
+
+config: $(STAMP) ## Print the compose file make up would generate (same inputs); start and write nothing
+	@$(PY) -m duplex.deploy config $(DEPLOY_ARGS)
+
+down: ## Stop the appliance and remove its containers, network and volumes (Redis data included)
+	@if [ -f $(STACK_DIR)/docker-compose.yml ]; then $(NO_SECRETS) $(COMPOSE) --profile monitoring down -v --remove-orphans; \
+	  else echo "no $(STACK_DIR)/docker-compose.yml: nothing to stop"; fi
+
+ps: ## The appliance's containers and their health
+	@$(NO_SECRETS) $(COMPOSE) --profile monitoring ps
+
+logs: ## The appliance's logs (last 200 lines): [SERVICE=orchestrator] [FOLLOW=1]
+	@$(NO_SECRETS) $(COMPOSE) --profile monitoring logs --tail=200 $(if $(filter 1,$(FOLLOW)),-f) $(SERVICE)
+
+systemd: $(STAMP) ## Write systemd units (tts-worker@.service, orchestrator, console) and configs: make systemd GPUS=2 [INSTALL_DIR=/opt/duplex]
+	$(PY) -m duplex.deploy systemd $(DEPLOY_ARGS) --out $(STACK_DIR)/systemd --install-dir "$(INSTALL_DIR)" --user "$(SERVICE_USER)"
+
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out grafana/check/node_modules grafana/check/build
