@@ -1,5 +1,5 @@
-"""compose/prometheus.yml scrapes every duplex process where compose runs it, and Prometheus's
-own checker accepts it and every dashboard query.
+"""The Prometheus config `make up` generates scrapes every duplex process where compose runs
+it, and Prometheus's own checker accepts it, its alert rules and every dashboard query.
 
 The YAML-level tests always run. The `promtool` ones need Debian's `prometheus` package
 (`apt-get install --no-install-recommends prometheus`, 2.42: it ships promtool) and skip,
@@ -16,12 +16,20 @@ from typing import Any
 
 import pytest
 import yaml
+from duplex.deploy.plan import StackPlan
+from duplex.deploy.render import render, write
 
+from tests.unit.test_deploy_compose import (
+    config_path,
+    service_env,
+    stack,
+    worker_services,
+)
 from tests.unit.test_grafana_dashboard import all_queries
 
 ROOT = Path(__file__).resolve().parents[2]
-PROMETHEUS_YML = ROOT / "compose" / "prometheus.yml"
-COMPOSE = ROOT / "compose" / "docker-compose.yml"
+PROMETHEUS_YML = "prometheus/prometheus.yml"
+DATASOURCE = "grafana/datasources/prometheus.yml"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
@@ -29,48 +37,42 @@ needs_promtool = pytest.mark.skipif(
 )
 
 
-def _load(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+def _doc(plan: StackPlan, path: str) -> Any:
+    return yaml.safe_load(render(plan)[path])
 
 
-def _jobs() -> dict[str, list[str]]:
+def _jobs(plan: StackPlan) -> dict[str, list[str]]:
     """job_name -> its static targets."""
     jobs: dict[str, list[str]] = {}
-    for job in _load(PROMETHEUS_YML)["scrape_configs"]:
+    for job in _doc(plan, PROMETHEUS_YML)["scrape_configs"]:
         assert job.get("metrics_path", "/metrics") == "/metrics", job["job_name"]
         targets = [t for sc in job["static_configs"] for t in sc["targets"]]
         jobs[job["job_name"]] = targets
     return jobs
 
 
-def _services() -> dict[str, Any]:
-    services: dict[str, Any] = _load(COMPOSE)["services"]
+def _services(plan: StackPlan) -> dict[str, Any]:
+    services: dict[str, Any] = _doc(plan, "docker-compose.yml")["services"]
     return services
 
 
-def _command_config(service: dict[str, Any]) -> dict[str, Any]:
-    """The YAML config file a compose service's `--config` names (relative to the repo)."""
-    command = service["command"]
-    path = command[command.index("--config") + 1]
-    config: dict[str, Any] = _load(ROOT / path)
+def _command_config(plan: StackPlan, service: dict[str, Any]) -> dict[str, Any]:
+    """The generated YAML config file a compose service's `--config` names."""
+    config: dict[str, Any] = _doc(plan, config_path(service))
     return config
 
 
-def _worker_services() -> dict[str, Any]:
-    return {
-        name: svc
-        for name, svc in _services().items()
-        if "duplex.worker" in " ".join(svc.get("command", []))
-    }
+BRIDGE = "two-gpus"
 
 
 def test_the_scrape_config_has_one_job_per_kind_of_process() -> None:
     """Jobs for the orchestrator, the console and the workers; targets are host:port."""
-    jobs = _jobs()
+    plan = stack(BRIDGE)
+    jobs = _jobs(plan)
     assert set(jobs) == {"duplex-orchestrator", "duplex-console", "duplex-workers"}
     for targets in jobs.values():
         assert targets and all(re.fullmatch(r"[a-z0-9-]+:\d+", t) for t in targets), targets
-    config = _load(PROMETHEUS_YML)["global"]
+    config = _doc(plan, PROMETHEUS_YML)["global"]
     interval, timeout = (
         int(config[k].removesuffix("s")) for k in ("scrape_interval", "scrape_timeout")
     )
@@ -78,43 +80,74 @@ def test_the_scrape_config_has_one_job_per_kind_of_process() -> None:
 
 
 def test_the_orchestrator_is_scraped_on_the_port_compose_gives_it() -> None:
-    """orchestrator:8080, the port its compose environment sets."""
-    orchestrator = _services()["orchestrator"]
-    port = orchestrator["environment"]["DUPLEX_ORCH_PORT"]
-    assert _jobs()["duplex-orchestrator"] == [f"orchestrator:{port}"]
+    """orchestrator:8080, the port of its config file; on the host network, Prometheus
+    reaches it through the gateway address compose maps the name to."""
+    plan = stack(BRIDGE)
+    orchestrator = _services(plan)["orchestrator"]
+    port = _command_config(plan, orchestrator)["transport"]["websocket"]["port"]
+    assert _jobs(plan)["duplex-orchestrator"] == [f"orchestrator:{port}"]
+    assert orchestrator["network_mode"] == "host"
+    assert _services(plan)["prometheus"]["extra_hosts"] == [f"orchestrator:{plan.gateway}"]
 
 
-def test_every_compose_worker_is_scraped_on_its_metrics_port() -> None:
-    """One target per worker service of docker-compose.yml, on the metrics_port its config file
-    (or its environment) gives it, a fixed port (0 or -1 could not be scraped statically)."""
+@pytest.mark.parametrize("name", ["two-gpus", "gpus-0-and-2", "per-gpu-models", "cpu-only"])
+def test_every_compose_worker_is_scraped_on_its_metrics_port(name: str) -> None:
+    """One target per worker service, on the metrics_port its config file (or its
+    environment) gives it, a fixed port (0 or -1 could not be scraped statically)."""
+    plan = stack(name)
     expected = []
-    for name, service in _worker_services().items():
-        env = service.get("environment", {})
+    for service_name, service in worker_services(_doc(plan, "docker-compose.yml")).items():
+        env = service_env(service)
         port = int(
             env.get(
-                "DUPLEX_WORKER_METRICS_PORT", _command_config(service)["worker"]["metrics_port"]
+                "DUPLEX_WORKER_METRICS_PORT",
+                _command_config(plan, service)["worker"]["metrics_port"],
             )
         )
-        assert port > 0, f"{name}: metrics_port {port} cannot be a static scrape target"
-        expected.append(f"{name}:{port}")
-    assert expected, "docker-compose.yml runs no worker"
-    assert sorted(_jobs()["duplex-workers"]) == sorted(expected)
+        assert port > 0, f"{service_name}: metrics_port {port} cannot be a static scrape target"
+        expected.append(f"{service_name}:{port}")
+    assert expected, "the stack runs no worker"
+    assert sorted(_jobs(plan)["duplex-workers"]) == sorted(expected)
 
 
 def test_compose_workers_serve_metrics_beyond_their_container() -> None:
     """Inside a container /metrics must bind every interface, or Prometheus cannot reach it."""
-    for name, service in _worker_services().items():
-        env = service.get("environment", {})
+    plan = stack(BRIDGE)
+    for name, service in worker_services(_doc(plan, "docker-compose.yml")).items():
+        env = service_env(service)
         host = env.get(
-            "DUPLEX_WORKER_METRICS_HOST", _command_config(service)["worker"]["metrics_host"]
+            "DUPLEX_WORKER_METRICS_HOST", _command_config(plan, service)["worker"]["metrics_host"]
         )
         assert host == "0.0.0.0", f"{name}: /metrics binds {host} (set DUPLEX_WORKER_METRICS_HOST)"
 
 
 def test_the_console_is_scraped_on_port_8000_of_its_compose_service() -> None:
     """console:8000, and compose runs a `console` service for it."""
-    assert _jobs()["duplex-console"] == ["console:8000"]
-    assert "console" in _services(), "docker-compose.yml has no console service to scrape"
+    plan = stack(BRIDGE)
+    assert _jobs(plan)["duplex-console"] == ["console:8000"]
+    assert "console" in _services(plan), "the stack has no console service to scrape"
+
+
+def test_the_host_network_variant_scrapes_loopback_addresses() -> None:
+    """NETWORK=host: every target on 127.0.0.1, on the ports the stack was given."""
+    plan = stack("host-gpus")
+    jobs = _jobs(plan)
+    assert jobs["duplex-workers"] == ["127.0.0.1:19101", "127.0.0.1:19102"]
+    assert jobs["duplex-orchestrator"] == ["127.0.0.1:8080"]
+    assert jobs["duplex-console"] == ["127.0.0.1:8000"]
+
+
+@pytest.mark.parametrize(("name", "url"), [(BRIDGE, "http://prometheus:9090"),
+                                           ("host-gpus", "http://127.0.0.1:9090")])  # fmt: skip
+def test_grafanas_data_source_is_this_stacks_prometheus(name: str, url: str) -> None:
+    """The generated data source is grafana/provisioning's (same uid, which every dashboard
+    names) with the URL where this stack runs Prometheus."""
+    provisioned = yaml.safe_load(
+        (ROOT / "grafana/provisioning/datasources/prometheus.yml").read_text(encoding="utf-8")
+    )
+    (generated,) = _doc(stack(name), DATASOURCE)["datasources"]
+    (original,) = provisioned["datasources"]
+    assert generated == {**original, "url": url}
 
 
 def _promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -125,10 +158,13 @@ def _promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProce
 
 
 @needs_promtool
-def test_promtool_accepts_the_scrape_config() -> None:
-    """`promtool check config compose/prometheus.yml` succeeds."""
-    result = _promtool("check", "config", str(PROMETHEUS_YML))
+@pytest.mark.parametrize("name", [BRIDGE, "host-gpus", "per-gpu-models"])
+def test_promtool_accepts_the_scrape_config_and_its_alert_rules(tmp_path: Path, name: str) -> None:
+    """`promtool check config` on the generated folder succeeds, rule file included."""
+    write(render(stack(name)), tmp_path)
+    result = _promtool("check", "config", str(tmp_path / PROMETHEUS_YML))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout
 
 
 @needs_promtool
