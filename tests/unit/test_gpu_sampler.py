@@ -287,8 +287,12 @@ def test_an_error_mid_run_removes_the_stale_series_and_a_recovery_restores_it(
             nvml.fail[(1, "memory")] = FakeNvml.NVMLError("GPU is lost")
             _wait(lambda: _value(registry, "worker_gpu_memory_used_bytes", "1") is None)
             assert _value(registry, "worker_gpu_memory_total_bytes", "1") is None
-            latest = sampler.latest()
-            assert latest is not None and latest[1].mem_used is None
+
+            def latest_lacks_memory() -> bool:  # the record copy follows within the round
+                latest = sampler.latest()
+                return latest is not None and latest[1].mem_used is None
+
+            _wait(latest_lacks_memory)
             nvml.gpus[1]["used"] = 3 * GIB
             del nvml.fail[(1, "memory")]
             _wait(lambda: _value(registry, "worker_gpu_memory_used_bytes", "1") == 3 * GIB)
