@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -146,3 +147,45 @@ class InProcessServer:
                 await task
         except ServerStartError:
             pass
+
+
+class Serving(Protocol):
+    """A server a command-line entry point runs (the orchestrator's, the console's)."""
+
+    @property
+    def url(self) -> str: ...
+
+    async def start(self, timeout_s: float = 15.0) -> None: ...
+
+    async def wait(self) -> None: ...
+
+    async def stop(self, timeout_s: float = 30.0) -> None: ...
+
+
+async def serve_until_signalled(server: Serving, log: logging.Logger) -> int:
+    """Start ``server``, serve until SIGTERM/SIGINT or until it stops by itself, then stop it
+    gracefully. 0 when stopped, 1 when it could not start."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await server.start()
+        except ServerStartError as exc:
+            log.error("cannot start", extra={"error": str(exc)})
+            return 1
+        log.info("serving", extra={"url": server.url})
+        stopping = asyncio.create_task(stop.wait())
+        ended = asyncio.create_task(server.wait())
+        try:
+            await asyncio.wait({stopping, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            ended.cancel()
+        log.info("stopping")
+        await server.stop()
+        return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

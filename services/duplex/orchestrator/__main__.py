@@ -12,12 +12,11 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from duplex.asgiserver import ServerStartError
+from duplex.asgiserver import serve_until_signalled
 from duplex.logs import configure_logging
 from duplex.orchestrator.app import OrchestratorServer
 from duplex.orchestrator.config import ENV_OVERRIDES, ConfigError, load_orchestrator_config
@@ -49,33 +48,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(server: OrchestratorServer) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        try:
-            await server.start()
-        except ServerStartError as exc:
-            _LOG.error("cannot start: %s", exc)
-            return 1
-        _LOG.info("serving", extra={"url": server.url, "http": server.http_url})
-        stopping = asyncio.create_task(stop.wait())
-        ended = asyncio.create_task(server.wait())
-        try:
-            await asyncio.wait({stopping, ended}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            ended.cancel()
-        _LOG.info("stopping")
-        await server.stop()
-        return 0
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level)
@@ -85,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _LOG.error("invalid configuration: %s", exc)
         return 2
     server = OrchestratorServer(config)
-    return asyncio.run(_run(server))
+    return asyncio.run(serve_until_signalled(server, _LOG))
 
 
 if __name__ == "__main__":
