@@ -83,6 +83,7 @@ cli: $(STAMP) ## Speak TEXT through the orchestrator: make cli TEXT="..." [MODEL
 GPUS ?= auto
 MODELS ?=
 CPU_WORKERS ?=
+TLS ?=
 MONITORING ?= 1
 NETWORK ?= bridge
 WEBRTC ?= 1
@@ -91,6 +92,7 @@ REDIS_IMAGE ?= redis:7-alpine
 BASE ?=
 CUDA_BASE ?=
 PUBLIC_HOST ?= localhost
+SUBNET ?= 10.231.77
 TLS_CERT_DIR ?=
 ENV_FILE ?= .env
 COMPOSE_PROJECT ?= duplex
@@ -103,7 +105,7 @@ DEPLOY_PORTS := REDIS_PORT ORCH_PORT TLS_PORT CONSOLE_PORT GRPC_BASE_PORT METRIC
 DEPLOY_ARGS = --gpus "$(GPUS)" --models "$(MODELS)" --cpu-workers "$(CPU_WORKERS)" \
   --monitoring "$(MONITORING)" --tls "$(or $(TLS),0)" --tls-cert-dir "$(TLS_CERT_DIR)" \
   --network "$(NETWORK)" --webrtc "$(WEBRTC)" --image-tag "$(IMAGE_TAG)" --redis-image "$(REDIS_IMAGE)" \
-  --base-image "$(BASE)" --cuda-base-image "$(CUDA_BASE)" --public-host "$(PUBLIC_HOST)" \
+  --base-image "$(BASE)" --cuda-base-image "$(CUDA_BASE)" --public-host "$(PUBLIC_HOST)" --subnet "$(SUBNET)" \
   $(foreach p,$(DEPLOY_PORTS),$(if $($(p)),--$(subst _,-,$(shell echo $(p) | tr A-Z a-z)) "$($(p))"))
 # `docker compose` (v2) where present, else Debian's docker-compose (v1); the classic builder.
 COMPOSE_BIN = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)

@@ -251,9 +251,18 @@ def test_each_worker_config_agrees_with_its_service(name: str) -> None:
             assert config.redis.url == f"redis://127.0.0.1:{plan.options.ports.redis}/0"
         else:
             assert config.worker.host == config.worker.metrics_host == "0.0.0.0"
-            # The service name: Docker's DNS on the network, extra_hosts on the host network.
-            assert config.worker.advertise_host == worker.service
+            # The orchestrator on the host network dials the fixed address (Docker's DNS does
+            # not answer there); on the compose network, the service name.
+            expected = worker.address if plan.orchestrator_on_host else worker.service
+            assert config.worker.advertise_host == expected
+            assert worker.address == _address(docs[COMPOSE_FILE], worker.service)
             assert config.redis.url == "redis://redis:6379/0"
+
+
+def _address(compose: Mapping[str, Any], service: str) -> str:
+    """A service's fixed address on the compose network."""
+    networks = compose["services"][service]["networks"]
+    return str(next(iter(networks.values()))["ipv4_address"])
 
 
 def _load(plan: StackPlan, path: str, loader: Any, env: Mapping[str, str]) -> Any:
@@ -293,13 +302,10 @@ def test_the_orchestrator_and_console_configs_load_and_agree_with_their_services
     assert orch.transport.websocket.host == console.console.host == "0.0.0.0"
     if plan.orchestrator_on_host:
         assert orch_service["network_mode"] == "host" and "ports" not in orch_service
-        hosts = dict(h.split(":", 1) for h in orch_service["extra_hosts"])
-        fixed = {
-            n: next(iter(s["networks"].values()))["ipv4_address"]
-            for n, s in compose["services"].items()
-            if "networks" in s
-        }
-        assert hosts == {n: fixed[n] for n in ["redis", *(w.service for w in plan.workers)]}
+        # Redis by name through extra_hosts, to its fixed address; nothing else, so that
+        # adding a worker does not change (and recreate) the orchestrator's service.
+        assert orch_service["extra_hosts"] == [f"redis:{_address(compose, 'redis')}"]
+        assert orch.redis.url == f"redis://redis:{ports.redis}/0"
     else:
         assert f"{ports.orchestrator}:{ports.orchestrator}" in orch_service["ports"]
 
@@ -438,6 +444,30 @@ def test_the_committed_two_gpu_example_is_make_config_gpus_2() -> None:
     assert EXAMPLE.read_text(encoding="utf-8") == render(stack("two-gpus"))[COMPOSE_FILE]
 
 
+def test_adding_a_gpu_recreates_only_the_new_worker_and_prometheus() -> None:
+    """GPUS=2 to GPUS=3: compose starts the new worker and recreates Prometheus (its scrape
+    config gained a target: the digest label changed); every other service is unchanged, so
+    the orchestrator keeps running and discovers the worker in Redis."""
+    two, three = compose_of(stack("two-gpus")), compose_of(plan_from_args(["--gpus", "3"]))
+    assert set(three["services"]) - set(two["services"]) == {"tts-piper-2"}
+    changed = {n for n in two["services"] if three["services"][n] != two["services"][n]}
+    assert changed == {"prometheus"}
+    label = "io.duplex.config-digest"
+    assert (
+        three["services"]["prometheus"]["labels"][label]
+        != two["services"]["prometheus"]["labels"][label]
+    )
+
+
+def test_a_changed_config_file_changes_its_service() -> None:
+    """PUBLIC_HOST changes the console's links (console.yaml): the console's digest label
+    changes, so compose recreates it (it reads its file only at start); workers stay."""
+    before = compose_of(stack("two-gpus"))["services"]
+    after = compose_of(plan_from_args(["--gpus", "2", "--public-host", "voice.example"]))
+    changed = {n for n, s in after["services"].items() if s != before[n]}
+    assert changed == {"console"}
+
+
 def test_regenerating_removes_the_files_of_dropped_workers_and_keeps_the_rest(
     tmp_path: Path,
 ) -> None:
@@ -452,3 +482,17 @@ def test_regenerating_removes_the_files_of_dropped_workers_and_keeps_the_rest(
     assert (out / "config" / "tts-piper-0.yaml").exists()
     assert (out / "config" / "orchestrator.yaml").stat().st_ino == inode
     assert (out / "tls" / "cert.pem").read_text() == "kept"
+
+
+def test_paths_to_the_repository_follow_the_stack_folder(tmp_path: Path) -> None:
+    """STACK_DIR anywhere: the build context and Grafana's mounts still resolve to the
+    repository (compose resolves them from the compose file's folder)."""
+    out = tmp_path / "a" / "b" / "c"
+    plan = plan_from_args(["--gpus", "1", "--out", str(out)])
+    services = compose_of(plan)["services"]
+    assert (out / services["orchestrator"]["build"]["context"]).resolve() == ROOT
+    mounts = [v.split(":")[0] for v in services["grafana"]["volumes"] if v.startswith("..")]
+    assert {str((out / m).resolve().relative_to(ROOT)) for m in mounts} == {
+        "grafana/provisioning/dashboards",
+        "grafana/dashboards",
+    }

@@ -12,13 +12,15 @@ variable and the value.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from duplex.deploy.plan import StackPlan, plan_stack
-from duplex.deploy.render import COMPOSE_FILE, render, write
+from duplex.deploy.render import COMPOSE_FILE, ROOT, render, write
 from duplex.deploy.secrets import ensure_secrets, needed
 from duplex.deploy.spec import (
     DeployError,
@@ -35,16 +37,18 @@ from duplex.deploy.spec import (
 from duplex.deploy.systemd import SystemdOptions, render_systemd
 
 DEFAULT_OUT = Path("compose/generated")
-_PORTS = {
-    "redis": "REDIS_PORT",
-    "orchestrator": "ORCH_PORT",
-    "tls": "TLS_PORT",
-    "console": "CONSOLE_PORT",
-    "grpc_base": "GRPC_BASE_PORT",
-    "metrics_base": "METRICS_BASE_PORT",
-    "prometheus": "PROMETHEUS_PORT",
-    "grafana": "GRAFANA_PORT",
-}
+PORT_VARIABLES: Mapping[str, str] = MappingProxyType(
+    {
+        "redis": "REDIS_PORT",
+        "orchestrator": "ORCH_PORT",
+        "tls": "TLS_PORT",
+        "console": "CONSOLE_PORT",
+        "grpc_base": "GRPC_BASE_PORT",
+        "metrics_base": "METRICS_BASE_PORT",
+        "prometheus": "PROMETHEUS_PORT",
+        "grafana": "GRAFANA_PORT",
+    }
+)
 """Ports field -> the make variable (and flag: --redis-port, ...) that sets it."""
 
 
@@ -103,9 +107,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--subnet", default="10.231.77", help="the bridge network's /24, e.g. 10.231.77"
         )
-        for variable in _PORTS.values():
+        for variable in PORT_VARIABLES.values():
             sub.add_argument(_flag(variable), default="")
-    for sub, default in ((generate, DEFAULT_OUT), (systemd, DEFAULT_OUT / "systemd")):
+    for sub, default in (
+        (generate, DEFAULT_OUT),
+        (config, DEFAULT_OUT),
+        (systemd, DEFAULT_OUT / "systemd"),
+    ):
         sub.add_argument("--out", type=Path, default=default, help=f"default {default}")
     generate.add_argument(
         "--env-file",
@@ -117,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
     systemd.add_argument("--config-dir", default="/etc/duplex")
     systemd.add_argument("--user", default="duplex")
     return parser
+
+
+def repository_from(out: Path) -> str:
+    """The repository as a path relative to the stack folder `out` (relative paths in a
+    compose file are resolved from the file's folder)."""
+    return os.path.relpath(ROOT, out.resolve())
 
 
 def options_from(args: argparse.Namespace, catalog: Catalog) -> StackOptions:
@@ -131,7 +145,7 @@ def options_from(args: argparse.Namespace, catalog: Catalog) -> StackOptions:
     models = parse_models(args.models, gpus, tuple(catalog.models))
     workers = plan_workers(gpus, models, parse_count("CPU_WORKERS", args.cpu_workers))
     ports: dict[str, int] = {}
-    for field_name, variable in _PORTS.items():
+    for field_name, variable in PORT_VARIABLES.items():
         value = parse_count(variable, getattr(args, variable.lower()))
         if value is not None:
             ports[field_name] = value
@@ -149,6 +163,7 @@ def options_from(args: argparse.Namespace, catalog: Catalog) -> StackOptions:
         public_host=args.public_host,
         subnet_prefix=args.subnet.removesuffix(".0/24"),
         ports=Ports(**ports),
+        repository=repository_from(args.out),
     )
 
 

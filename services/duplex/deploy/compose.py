@@ -5,9 +5,9 @@ Two network modes:
 
 * **bridge** (production): a compose network with a fixed /24 and a fixed address per service.
   The addresses are fixed because, with WebRTC on, the orchestrator runs on the host's network:
-  aiortc picks its ICE UDP ports at random, so no `ports:` mapping can publish them. From the
-  host it still reaches Redis and the workers by name, through `extra_hosts` entries that map
-  each name to its fixed address (Docker's DNS does not answer on the host network).
+  aiortc picks its ICE UDP ports at random, so no `ports:` mapping can publish them. Docker's
+  DNS does not answer there, so it reaches Redis through an `extra_hosts` entry and the workers
+  at the fixed addresses they announce (the host reaches a compose network's addresses).
 * **host** (`NETWORK=host`, what the compose test runs): every service on the host's network
   with 127.0.0.1 addresses and distinct ports, and no `ports:` or `networks:` key (an override
   file cannot remove those keys, so the generator writes this variant itself).
@@ -18,10 +18,12 @@ compose takes from the env file `make up` passes (the repo's `.env`; see secrets
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from duplex.deploy.configs import CONFIG_MOUNT, TLS_MOUNT
 from duplex.deploy.plan import StackPlan, WorkerPlan
+from duplex.deploy.yamltext import Flow
 
 PROMETHEUS_IMAGE = "prom/prometheus:v2.53.0"
 GRAFANA_IMAGE = "grafana/grafana:11.1.0"
@@ -31,16 +33,11 @@ WORKER_IMAGE = "duplex-worker"
 CUDA_WORKER_IMAGE = "duplex-worker-cuda"
 SERVER_IMAGE = "duplex-server"
 DOCKERFILE = "Dockerfile"
-BUILD_CONTEXT = "../.."  # compose/generated/ -> the repository
 PROMETHEUS_MOUNT = "/etc/prometheus/duplex"
 REDIS_KEYSPACE_EVENTS = "Kghxsz"  # what the orchestrator's and console's live views listen to
 STOP_GRACE = "20s"  # a worker drains for worker.drain_grace_s (10 s) before it exits
 
 _RESTART = "unless-stopped"
-
-
-class Flow(list[str]):
-    """A list written on one line (a command, a healthcheck's test)."""
 
 
 def required(variable: str) -> str:
@@ -53,8 +50,14 @@ def optional(variable: str) -> str:
     return f"${{{variable}:-}}"
 
 
-def compose_document(plan: StackPlan) -> dict[str, Any]:
-    """The whole file as plain data, in the order it is written."""
+CONFIG_LABEL = "io.duplex.config-digest"
+"""A label holding the digest of the files a service mounts (see render.py)."""
+
+
+def compose_document(plan: StackPlan, digests: Mapping[str, str]) -> dict[str, Any]:
+    """The whole file as plain data, in the order it is written. `digests`: service -> the
+    digest of the generated files it mounts, written as a label so that compose recreates
+    the service when they change (a running process reads its config only at start)."""
     services: dict[str, Any] = {"redis": _redis(plan)}
     for worker in plan.workers:
         services[worker.service] = _worker(plan, worker)
@@ -63,6 +66,8 @@ def compose_document(plan: StackPlan) -> dict[str, Any]:
     if plan.options.monitoring:
         services["prometheus"] = _prometheus(plan)
         services["grafana"] = _grafana(plan)
+    for name, value in digests.items():
+        services[name]["labels"] = {CONFIG_LABEL: value}
     document: dict[str, Any] = {"services": services}
     volumes: dict[str, Any] = {"redis-data": {}}
     if plan.options.monitoring:
@@ -84,11 +89,11 @@ def probe(kind: str, *args: str) -> dict[str, Any]:
     return {"test": Flow(["CMD", *python_command("duplex.deploy.probe", kind, *args)])}
 
 
-def _build(target: str, args: dict[str, str]) -> dict[str, Any]:
+def _build(plan: StackPlan, target: str, args: dict[str, str]) -> dict[str, Any]:
     """The Dockerfile's stage `target` (worker or server), built from the repository with no
     network: everything the image installs comes from the wheels made on the host."""
     build: dict[str, Any] = {
-        "context": BUILD_CONTEXT,
+        "context": plan.options.repository,
         "dockerfile": DOCKERFILE,
         "target": target,
         "network": "none",
@@ -119,7 +124,8 @@ def worker_image(plan: StackPlan, worker: WorkerPlan) -> tuple[str, dict[str, st
 
 def server_build(plan: StackPlan) -> dict[str, Any]:
     """The orchestrator's and the console's image (one image, two commands)."""
-    return _build("server", {"BASE": plan.options.base_image} if plan.options.base_image else {})
+    args = {"BASE": plan.options.base_image} if plan.options.base_image else {}
+    return _build(plan, "server", args)
 
 
 def _network(plan: StackPlan, service: dict[str, Any], address: str) -> dict[str, Any]:
@@ -189,7 +195,7 @@ def _worker(plan: StackPlan, worker: WorkerPlan) -> dict[str, Any]:
         environment["CUDA_VISIBLE_DEVICES"] = "0"
     service: dict[str, Any] = {
         "image": image,
-        "build": _build("worker", args),
+        "build": _build(plan, "worker", args),
         "command": python_command(
             "duplex.worker", "--config", f"{CONFIG_MOUNT}/{worker.config_file}"
         ),
@@ -254,10 +260,9 @@ def _orchestrator(plan: StackPlan) -> dict[str, Any]:
     if plan.orchestrator_on_host:
         service["network_mode"] = "host"
         if not plan.host_mode:
-            # Docker's DNS does not answer on the host network: name the fixed addresses.
-            hosts = [f"redis:{plan.address('redis')}"]
-            hosts += [f"{w.service}:{w.address}" for w in plan.workers]
-            service["extra_hosts"] = hosts
+            # Docker's DNS does not answer on the host network: Redis by its fixed address
+            # (the workers announce theirs).
+            service["extra_hosts"] = [f"redis:{plan.address('redis')}"]
     else:
         ports = [f"{options.ports.orchestrator}:{options.ports.orchestrator}"]
         if options.tls:
@@ -327,6 +332,7 @@ def _grafana(plan: StackPlan) -> dict[str, Any]:
     }
     if plan.host_mode:
         environment["GF_SERVER_HTTP_ADDR"] = "127.0.0.1"
+    repository = plan.options.repository
     service: dict[str, Any] = {
         "image": GRAFANA_IMAGE,
         "profiles": Flow([MONITORING_PROFILE]),
@@ -334,9 +340,9 @@ def _grafana(plan: StackPlan) -> dict[str, Any]:
         "volumes": [
             # The dashboards and their provider from grafana/; the data source is generated
             # (its URL is this stack's Prometheus).
-            "../../grafana/provisioning/dashboards:/etc/grafana/provisioning/dashboards:ro",
+            f"{repository}/grafana/provisioning/dashboards:/etc/grafana/provisioning/dashboards:ro",
             "./grafana/datasources:/etc/grafana/provisioning/datasources:ro",
-            "../../grafana/dashboards:/var/lib/grafana/dashboards:ro",
+            f"{repository}/grafana/dashboards:/var/lib/grafana/dashboards:ro",
         ],
         "depends_on": ["prometheus"],
     }

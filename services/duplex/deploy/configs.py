@@ -26,6 +26,17 @@ def redis_url(plan: StackPlan) -> str:
     return f"redis://{plan.reach('redis')}:{plan.options.ports.redis}/{REDIS_DB}"
 
 
+def advertise_host(plan: StackPlan, worker: WorkerPlan) -> str:
+    """The host in the worker's announced grpc://host:port, which the orchestrator (and the
+    console) dial: 127.0.0.1 in host mode; the service name when the orchestrator shares the
+    compose network; the worker's fixed address when the orchestrator is on the host network
+    (Docker's DNS does not answer there, and an address needs no extra_hosts entry, so adding
+    a worker does not recreate the orchestrator)."""
+    if plan.host_mode:
+        return "127.0.0.1"
+    return worker.address if plan.orchestrator_on_host else worker.service
+
+
 def worker_config(plan: StackPlan, worker: WorkerPlan) -> dict[str, Any]:
     """One worker: its identity, its ports, and an address the orchestrator can dial."""
     bind = "127.0.0.1" if plan.host_mode else "0.0.0.0"
@@ -35,9 +46,7 @@ def worker_config(plan: StackPlan, worker: WorkerPlan) -> dict[str, Any]:
             "grpc_port": worker.grpc_port,
             "adapter_type": worker.adapter,
             "host": bind,
-            # The orchestrator dials grpc://advertise_host:grpc_port: the service name on the
-            # compose network (or its fixed address, for an orchestrator on the host network).
-            "advertise_host": plan.reach(worker.service),
+            "advertise_host": advertise_host(plan, worker),
             "metrics_port": worker.metrics_port,
             "metrics_host": bind,
             "use_cuda": worker.gpu is not None,

@@ -7,15 +7,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from duplex.deploy.compose import Flow, compose_document
+from duplex.deploy.compose import compose_document
 from duplex.deploy.configs import config_files
 from duplex.deploy.monitoring import ALERTS_FILE, grafana_datasource, scrape_config
 from duplex.deploy.plan import StackPlan
 from duplex.deploy.spec import StackOptions
+from duplex.deploy.yamltext import digest, dump_yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 """The repository (services/duplex/deploy/ -> ../../..): the generator runs from a checkout."""
@@ -28,37 +26,6 @@ WHEELS_ARGS_FILE = "wheels.args"
 MANAGED_DIRS = ("config", "prometheus", "grafana/datasources")
 """Folders whose files the generator owns: a file in them that it no longer writes is removed
 (a worker dropped from the stack). Everything else in the output folder is left alone."""
-
-
-class _Dumper(yaml.SafeDumper):
-    """Lists indented under their key (as people write compose files); no anchors: a value
-    shared by several services is written out in each."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _flow_list(dumper: yaml.SafeDumper, data: Flow) -> yaml.Node:
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
-
-
-_Dumper.add_representer(Flow, _flow_list)
-
-
-def dump_yaml(data: Any) -> str:
-    """Block-style YAML (Flow lists on one line), keys in the order built, no line folding."""
-    text: str = yaml.dump(
-        data,
-        Dumper=_Dumper,
-        sort_keys=False,
-        default_flow_style=False,
-        width=1000,
-        allow_unicode=True,
-    )
-    return text
 
 
 def inputs_line(options: StackOptions) -> str:
@@ -92,24 +59,43 @@ def _header(plan: StackPlan, what: str) -> str:
 
 def render(plan: StackPlan) -> dict[str, str]:
     """Relative path (under the output folder) -> file text."""
+    bodies: dict[str, str] = {
+        f"config/{name}": dump_yaml(content) for name, content in config_files(plan).items()
+    }
+    if plan.options.monitoring:
+        bodies["prometheus/prometheus.yml"] = dump_yaml(scrape_config(plan))
+        bodies["grafana/datasources/prometheus.yml"] = dump_yaml(
+            grafana_datasource(plan, DATASOURCE)
+        )
+    alerts = ALERTS.read_text(encoding="utf-8")
+    # What each service mounts: its digest changes the service, so compose recreates it when
+    # (and only when) its own files change. Headers are left out: they name every input.
+    mounted = {w.service: bodies[f"config/{w.config_file}"] for w in plan.workers}
+    mounted["orchestrator"] = bodies["config/orchestrator.yaml"]
+    mounted["console"] = bodies["config/console.yaml"]
+    if plan.options.monitoring:
+        mounted["prometheus"] = bodies["prometheus/prometheus.yml"] + alerts
+        mounted["grafana"] = bodies["grafana/datasources/prometheus.yml"]
+    digests = {service: digest(text) for service, text in mounted.items()}
+
     files: dict[str, str] = {}
-    compose_head = _header(
-        plan, "The duplex appliance: Redis, TTS workers, orchestrator, console."
-    ) + (
+    compose_head = _header(plan, "The duplex appliance: Redis, TTS workers, orchestrator, console.")
+    compose_head += (
         "# Paths are relative to compose/generated/. Start: make up. Stop: make down.\n"
         "# See docs/deployment.md.\n"
     )
-    files[COMPOSE_FILE] = compose_head + dump_yaml(compose_document(plan))
-    for name, content in config_files(plan).items():
-        head = _header(plan, f"config/{name}: mounted read-only at /etc/duplex/{name}.")
-        files[f"config/{name}"] = head + dump_yaml(content)
+    files[COMPOSE_FILE] = compose_head + dump_yaml(compose_document(plan, digests))
+    for path, body in bodies.items():
+        if path.startswith("config/"):
+            name = path.removeprefix("config/")
+            what = f"{path}: mounted read-only at /etc/duplex/{name}."
+        elif path.startswith("prometheus/"):
+            what = "Prometheus: scrapes the orchestrator, the console, every worker."
+        else:
+            what = "Grafana's data source: this stack's Prometheus."
+        files[path] = _header(plan, what) + body
     if plan.options.monitoring:
-        head = _header(plan, "Prometheus: scrapes the orchestrator, the console, every worker.")
-        files["prometheus/prometheus.yml"] = head + dump_yaml(scrape_config(plan))
-        files[f"prometheus/{ALERTS_FILE}"] = ALERTS.read_text(encoding="utf-8")
-        head = _header(plan, "Grafana's data source: this stack's Prometheus.")
-        datasource = grafana_datasource(plan, DATASOURCE)
-        files["grafana/datasources/prometheus.yml"] = head + dump_yaml(datasource)
+        files[f"prometheus/{ALERTS_FILE}"] = alerts
     files[URLS_FILE] = urls_text(plan)
     files[WHEELS_ARGS_FILE] = " ".join(wheel_flags(plan)) + "\n"
     return files

@@ -82,7 +82,9 @@ class StackOptions:
     public_host: str = "localhost"  # the name browsers use: printed URLs, console links
     subnet_prefix: str = "10.231.77"  # the bridge network's /24 (fixed addresses: see compose.py)
     ports: Ports = field(default_factory=Ports)
-    command: str = ""  # how the files were asked for, written in their header
+    # The repository as seen from the folder the stack is written to (compose resolves the
+    # build context and the grafana/ mounts from there): compose/generated/ -> ../..
+    repository: str = "../.."
 
     def __post_init__(self) -> None:
         if not self.workers:
@@ -94,6 +96,8 @@ class StackOptions:
             raise DeployError(
                 f"SUBNET={self.subnet_prefix!r}: give the first three numbers of a /24"
             )
+        if not re.fullmatch(r"[A-Za-z0-9_./-]+", self.repository):
+            raise DeployError(f"the repository path {self.repository!r} cannot be mounted")
         if not re.fullmatch(r"[A-Za-z0-9.:-]+", self.public_host):
             raise DeployError(f"PUBLIC_HOST={self.public_host!r} is not a host name or address")
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from duplex.deploy.configs import console_config, orchestrator_config, worker_config
 from duplex.deploy.plan import StackPlan
-from duplex.deploy.render import dump_yaml, inputs_line
+from duplex.deploy.render import inputs_line
 from duplex.deploy.spec import DeployError, Network
+from duplex.deploy.yamltext import dump_yaml
 
 WORKER_UNIT = "tts-worker@.service"
 ORCHESTRATOR_UNIT = "duplex-orchestrator.service"
