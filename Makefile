@@ -49,7 +49,7 @@ promtool: ## Install Debian's Prometheus (promtool checks the scrape config and 
 grafana-check: ## Type-check the Grafana dashboards (@grafana/schema 11.1, tsc --strict)
 	cd grafana/check && npm ci --no-audit --no-fund && npm run -s check
 
-test: $(STAMP) proto-check browser promtool ## Run the whole test suite (real Redis, real gRPC, real Piper, Chromium, promtool)
+test: $(STAMP) proto-check browser promtool test-compose ## Run the whole test suite (real Redis, real gRPC, real Piper, Chromium, promtool)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 check: $(STAMP) ## ruff + mypy
@@ -138,6 +138,26 @@ logs: ## The appliance's logs (last 200 lines): [SERVICE=orchestrator] [FOLLOW=1
 
 systemd: $(STAMP) ## Write systemd units (tts-worker@.service, orchestrator, console) and configs: make systemd GPUS=2 [INSTALL_DIR=/opt/duplex]
 	$(PY) -m duplex.deploy systemd $(DEPLOY_ARGS) --out $(STACK_DIR)/systemd --install-dir "$(INSTALL_DIR)" --user "$(SERVICE_USER)"
+
+# ---- images, and the appliance in a real Docker engine (services/duplex/devtools/docker.py) ----
+# No registry is needed: the base can be made here (debootstrap), the Python packages come from
+# wheels built on this machine (.run/docker/wheels), and the images build with --network none.
+.PHONY: engine base-image images test-compose
+ONNXRUNTIME ?= onnxruntime
+KOKORO ?= 0
+
+engine: $(STAMP) ## Install Debian's docker.io + docker-compose if missing; start dockerd (no bridge, no iptables) if none answers
+	$(PY) -m duplex.devtools.docker engine
+
+base-image: $(STAMP) ## Make duplex-base:bookworm here with debootstrap (for hosts that cannot pull; cached in .run/docker)
+	$(PY) -m duplex.devtools.docker base
+
+images: $(STAMP) ## Build duplex-worker and duplex-server from wheels made here: [BASE=duplex-base:bookworm] [IMAGE_TAG=] [ONNXRUNTIME=onnxruntime-gpu] [KOKORO=1]
+	$(PY) -m duplex.devtools.docker images --base "$(or $(BASE),python:3.11-slim-bookworm)" --tag "$(or $(IMAGE_TAG),latest)" \
+	  --onnxruntime "$(ONNXRUNTIME)" $(if $(filter 1,$(KOKORO)),--kokoro)
+
+test-compose: $(STAMP) ## The appliance in a real Docker engine: images on a local base, make up GPUS=0 NETWORK=host, speech, 3/3 split, failover, make down
+	DUPLEX_COMPOSE_RUN=1 $(PY) -m pytest -q -s -rs -p no:cacheprovider tests/integration/test_compose_run.py
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache out grafana/check/node_modules grafana/check/build
