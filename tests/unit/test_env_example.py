@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from duplex.console.config import ENV_OVERRIDES as CONSOLE_OVERRIDES
+from duplex.deploy.secrets import SECRETS
 from duplex.logs import LOG_FORMAT_ENV
 from duplex.orchestrator.config import ENV_OVERRIDES as ORCHESTRATOR_OVERRIDES
 from duplex.worker.config import ENV_OVERRIDES as WORKER_OVERRIDES
@@ -32,7 +34,13 @@ def test_env_example_names_no_variable_that_nothing_reads() -> None:
     """Every variable .env.example shows is an override a loader reads or a known non-config
     variable (the log format), and each appears once."""
     documented = _documented()
-    read = set(WORKER_OVERRIDES) | set(ORCHESTRATOR_OVERRIDES) | NON_CONFIG_VARIABLES
+    read = (
+        set(WORKER_OVERRIDES)
+        | set(ORCHESTRATOR_OVERRIDES)
+        | set(CONSOLE_OVERRIDES)
+        | NON_CONFIG_VARIABLES
+        | frozenset(SECRETS)
+    )
     unknown = set(documented) - read
     assert not unknown, f".env.example shows variables nothing reads: {sorted(unknown)}"
     assert len(documented) == len(set(documented))

@@ -36,7 +36,7 @@ GRAFANA = ROOT / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "duplex.yml"
-COMPOSE = ROOT / "compose" / "docker-compose.yml"
+COMPOSE = ROOT / "compose" / "examples" / "two-gpu.yml"  # make config GPUS=2
 
 # -- what the processes export ----------------------------------------------------------------
 
@@ -503,12 +503,12 @@ def test_provisioning_loads_the_dashboards_folder_that_compose_mounts() -> None:
     assert providers[0]["type"] == "file"
     compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]
     mounts = dict(v.rsplit(":", 2)[:2] for v in compose["grafana"]["volumes"])
-    assert mounts["../grafana/dashboards"] == providers[0]["options"]["path"]
-    assert mounts["../grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert mounts["../../grafana/dashboards"] == providers[0]["options"]["path"]
+    assert mounts["../../grafana/provisioning/dashboards"] == "/etc/grafana/provisioning/dashboards"
     (source,) = yaml.safe_load(DATASOURCES.read_text(encoding="utf-8"))["datasources"]
     assert source["type"] == "prometheus"
     assert source["url"] == "http://prometheus:9090"
-    assert "prometheus" in compose and "9090:9090" in compose["prometheus"]["ports"]
+    assert "prometheus" in compose and "127.0.0.1:9090:9090" in compose["prometheus"]["ports"]
 
 
 # -- the TypeScript check (grafana/check: @grafana/schema 11.1 + tsc --strict) -------------------
