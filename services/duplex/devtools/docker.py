@@ -65,6 +65,14 @@ def step(what: str) -> Iterator[None]:
     say(f"   {what}: done in {time.monotonic() - started:.1f} s")
 
 
+def fresh_log(name: str) -> Path:
+    """A log file under .run/docker/logs, emptied: each operation's log shows its last run."""
+    log = CACHE / "logs" / name
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    return log
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -159,7 +167,7 @@ def install_packages(commands: Sequence[str]) -> None:
         raise DockerUnavailable(f"{', '.join(missing)} not installed and there is no apt-get")
     with step(f"installing {', '.join(missing)} with apt"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        log = CACHE / "logs" / "apt.log"
+        log = fresh_log("apt.log")
         run(["apt-get", "update", "-qq"], log=log, timeout_s=300, env=env)
         run(["apt-get", "install", "-y", "-qq", *missing], log=log, timeout_s=900, env=env)
 
@@ -240,7 +248,7 @@ def ensure_base_image(name: str = BASE_IMAGE, mirror: str | None = None) -> None
     if not tarball.is_file():
         install_packages(["debootstrap"])
         mirror = mirror or apt_mirror()
-        log = CACHE / "logs" / "debootstrap.log"
+        log = fresh_log("debootstrap.log")
         with tempfile.TemporaryDirectory(prefix="duplex-rootfs-", dir="/var/tmp") as tmp:
             rootfs = Path(tmp, "rootfs")
             with step(f"debootstrap bookworm from {mirror} (about 45 s; log: {log})"):
@@ -281,7 +289,7 @@ def _slim_rootfs(rootfs: Path, mirror: str) -> None:
 def ensure_redis_image(name: str = REDIS_IMAGE, base: str = BASE_IMAGE) -> None:
     """Debian's redis-server on the local base (compose/images/redis). apt runs inside the
     build over plain http, so this one build uses the host's network."""
-    log = CACHE / "logs" / "build-redis.log"
+    log = fresh_log("build-redis.log")
     context = ROOT / "compose" / "images" / "redis"
     with step(f"building {name} (apt install redis-server; log: {log})"):
         argv = ["docker", "build", "--network", "host", "--build-arg", f"BASE={base}"]
@@ -332,7 +340,7 @@ def build_images(images: ImageSet) -> None:
         "--build-arg", f"KOKORO={int(images.kokoro)}",
     ]  # fmt: skip
     for target, name in (("worker", images.worker), ("server", images.server)):
-        log = CACHE / "logs" / f"build-{target}.log"
+        log = fresh_log(f"build-{target}.log")
         with step(f"building {name} (target {target}, on {images.base}; log: {log})"):
             run(
                 ["docker", "build", *args, "--target", target, "-t", name, str(ROOT)],

