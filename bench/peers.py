@@ -47,6 +47,7 @@ NAME = "peers"
 TITLE = "Peers: the product beside in-process Piper, piper.http_server, wyoming-piper, Pipecat"
 READY_TIMEOUT_S = 120.0
 PRODUCT = "product (orchestrator, WebSocket)"
+PIPECAT = "Pipecat PiperTTSService pipeline"
 
 
 def figures(result: PassResult) -> Figures:
@@ -117,8 +118,10 @@ async def server_peer_passes(
         await wait_port(port, proc, log, READY_TIMEOUT_S)
         sampler = TreeSampler([proc.pid])
         results: dict[int, PassResult] = {}
-        for c in clients:
-            ctx.progress(f"{label}: {c} client(s) x {len(ctx.bench_texts())} texts")
+        # Warm-ups once, outside the sampled passes (a server may load its model lazily).
+        for c in (0, *clients):
+            if c:
+                ctx.progress(f"{label}: {c} client(s) x {len(ctx.bench_texts())} texts")
             args = [
                 str(python),
                 str(BENCH_DIR / "peers_client.py"),
@@ -130,7 +133,7 @@ async def server_peer_passes(
                 "--concurrency",
                 str(c),
                 "--warmups",
-                str(ctx.warmups),
+                str(0 if c else ctx.warmups),
                 "--deadline-s",
                 str(pass_timeout_s),
             ]
@@ -147,8 +150,10 @@ async def server_peer_passes(
             )
             cpu = sampler.cpu_seconds() - cpu0
             if done.returncode != 0:
-                raise RuntimeError(f"{label} client failed: {done.stderr[-1500:]}")
+                raise RuntimeError(f"{label} client failed: {last_line(done.stderr)}")
             data = json.loads(done.stdout.strip().splitlines()[-1])
+            if not c:
+                continue
             results[c] = PassResult(
                 system=label,
                 concurrency=c,
@@ -164,6 +169,50 @@ async def server_peer_passes(
         if sampler is not None:
             sampler.close()
         stop_process(proc)
+
+
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else ""
+
+
+async def pipecat_passes(
+    ctx: BenchContext, python: Path, data_dir: Path, clients: Sequence[int], *, timeout_s: float
+) -> dict[int, PassResult]:
+    """Pipecat pipelines run in the client process itself (one per client, each with its own
+    PiperTTSService); that process reports its CPU and peak RSS."""
+    texts_path = ctx.workdir / "texts.txt"
+    texts_path.write_text("\n".join(ctx.bench_texts()) + "\n", encoding="utf-8")
+    results: dict[int, PassResult] = {}
+    for c in clients:
+        ctx.progress(f"Pipecat pipeline: {c} pipeline(s) x {len(ctx.bench_texts())} texts")
+        args = [str(python), str(BENCH_DIR / "peers_client.py"), "pipecat"]
+        args += ["--port", str(data_dir), "--texts", str(texts_path), "--concurrency", str(c)]
+        args += ["--warmups", str(ctx.warmups), "--deadline-s", str(timeout_s)]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            args,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s + 30,
+            env=loopback_env(),
+            cwd=ctx.workdir,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pipecat client failed: {last_line(done.stderr)}")
+        data = json.loads(done.stdout.strip().splitlines()[-1])
+        results[c] = PassResult(
+            system=PIPECAT,
+            concurrency=c,
+            first_audio_s=[float(x) for x in data["first_audio_s"]],
+            text_indices=list(range(len(ctx.bench_texts()))) * c,
+            audio_s=float(data["audio_s"]),
+            wall_s=float(data["wall_s"]),
+            cpu_s=float(data["cpu_s"]),
+            peak_rss=int(data["peak_rss"]),
+        )
+    return results
 
 
 ClientFn = Callable[[int], Awaitable[list[Utterance]]]
@@ -308,10 +357,16 @@ async def run(ctx: BenchContext, section: Section) -> None:
         except Exception as exc:
             skipped["wyoming-piper"] = f"failed: {type(exc).__name__}: {exc}"[:400]
 
-    skipped.setdefault(
-        "Pipecat PiperTTSService",
-        "not measured: a Pipecat pipeline driver is not written yet (pipecat-ai[piper] installs)",
-    )
+    python = await asyncio.to_thread(install, ctx, by_name["pipecat"], skipped)
+    if python is not None:
+        versions["pipecat-ai"] = python_version_of(python, "pipecat-ai")
+        data_dir = wyoming_data_dir(ctx.workdir / "pipecat-data", model, config)
+        try:
+            systems[PIPECAT] = await pipecat_passes(
+                ctx, python, data_dir, clients, timeout_s=pass_timeout
+            )
+        except Exception as exc:
+            skipped[PIPECAT] = f"failed: {type(exc).__name__}: {exc}"[:400]
 
     product, worker_grpc = await product_passes(ctx, clients, pass_timeout_s=pass_timeout)
     systems = {PRODUCT: product, "product worker (gRPC, lead 0)": worker_grpc, **systems}
@@ -342,7 +397,7 @@ def report(
         cells.append(fmt(mb(max(runs[c].peak_rss or 0 for c in clients))))
         table.add(*cells)
     for name, reason in skipped.items():
-        table.add(name, *(["-"] * (len(columns) - 2)), reason)
+        table.add(name, *(["-"] * (len(columns) - 2)), " ".join(reason.split()))
 
     ratios = ctx.table(
         section,

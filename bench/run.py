@@ -1,6 +1,6 @@
 """`make bench`: run the benchmarks, print their tables as they go, write a report.
 
-    .venv/bin/python bench/run.py [--quick] [--only NAME ...] [--out DIR]
+    .venv/bin/python bench/run.py [--quick] [--peers] [--only NAME ...] [--out DIR]
 
 Each benchmark starts the product's own processes (redis-server, `python -m duplex.worker`,
 `python -m duplex.orchestrator`) on 127.0.0.1 and stops them. Figures are printed with
@@ -49,6 +49,7 @@ class Benchmark:
     title: str
     run: Runner
     budget_s: float
+    quick_budget_s: float | None = None  # None: QUICK_BUDGET_S
 
     @classmethod
     def of(cls, module: ModuleType, budget_s: float) -> Benchmark:
@@ -59,7 +60,6 @@ class Benchmark:
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark.of(worker_latency, 600.0),
     Benchmark.of(orchestrator_latency, 420.0),
-    Benchmark.of(peers, 1500.0),
     Benchmark.of(routing_scale, 180.0),
     Benchmark.of(tone_capacity, 300.0),
     Benchmark.of(bargein_latency, 240.0),
@@ -71,16 +71,26 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         240.0,
     ),
 )
+# Opt-in (`--peers` or `--only peers`): it installs the peers' virtualenvs on first use
+# (minutes, from the package index), which the `--quick` smoke test must never do.
+OPT_IN: tuple[Benchmark, ...] = (
+    Benchmark(peers.NAME, peers.TITLE, peers.run, 1800.0, quick_budget_s=900.0),
+)
 QUICK_BUDGET_S = 90.0
 DEFAULT_OUT = Path(__file__).resolve().parent / "reports"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    names = [b.name for b in BENCHMARKS]
+    names = [b.name for b in (*BENCHMARKS, *OPT_IN)]
     parser = argparse.ArgumentParser(description="duplex benchmarks (make bench)")
     parser.add_argument("--quick", action="store_true", help="tiny samples (smoke test, ~1 min)")
     parser.add_argument(
         "--only", action="append", choices=names, metavar="NAME", help=f"one of {', '.join(names)}"
+    )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also run `peers` (installs the peers in .run/bench-peers/ on first use)",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
     return parser.parse_args(argv)
@@ -88,6 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def run_all(args: argparse.Namespace) -> list[Section]:
     selected = [b for b in BENCHMARKS if not args.only or b.name in args.only]
+    selected += [b for b in OPT_IN if args.peers or (args.only and b.name in args.only)]
     sections: list[Section] = []
     with tempfile.TemporaryDirectory(prefix="duplex-bench-") as tmp:
         ctx = BenchContext(quick=args.quick, texts=load_texts(), workdir=Path(tmp))
@@ -96,7 +107,9 @@ async def run_all(args: argparse.Namespace) -> list[Section]:
             sections.append(section)
             ctx.say("")
             ctx.say(f"== {bench.name}: {bench.title}")
-            budget = QUICK_BUDGET_S if args.quick else bench.budget_s
+            budget = bench.budget_s
+            if args.quick:
+                budget = bench.quick_budget_s or QUICK_BUDGET_S
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(budget):
