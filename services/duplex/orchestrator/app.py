@@ -283,6 +283,9 @@ class OrchestratorServer:
         common: dict[str, Any] = {
             "host": ws.host if host is None else host,
             "ws_max_size": ws.max_message_bytes * _WS_MAX_SIZE_FACTOR,
+            # PCM barely compresses, and permessage-deflate on every 20 ms frame was the
+            # largest single cost of a session's output (most of the WebSocket send time).
+            "ws_per_message_deflate": False,
             "before_shutdown": self._goodbye,
         }
         self._plain = InProcessServer(
