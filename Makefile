@@ -67,7 +67,7 @@ proto-check: $(STAMP) ## Fail when the committed generated code does not match t
 	 && for f in tts_pb2.py tts_pb2.pyi tts_pb2_grpc.py; do cmp -s $$tmp/duplex/gen/tts/v1/$$f $(GEN)/tts/v1/$$f || { echo "generated $$f is stale: run 'make proto'"; rm -rf $$tmp; exit 1; }; done; rm -rf $$tmp; echo "generated gRPC code matches proto/"
 
 bench: $(STAMP) ## Run the benchmarks; prints figures and writes bench/reports/
-	$(PY) bench/run.py
+	$(PY) bench/run.py --peers
 
 demo: $(STAMP) ## Start Redis, three workers and the orchestrator on this machine (TLS=1: also HTTPS/WSS on :8443)
 	$(PY) -m duplex.demo $(if $(filter 1,$(TLS)),--tls)
