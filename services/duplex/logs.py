@@ -16,6 +16,7 @@ JSON otherwise.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -165,3 +166,17 @@ def configure_logging(
         logging.getLogger(__name__).warning(
             "unknown log format; using auto", extra={"problem": complaint}
         )
+
+
+LOG_LEVEL_ENV = "DUPLEX_LOG_LEVEL"
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    """`--log-level` for every process's command line (default: $DUPLEX_LOG_LEVEL, else INFO)."""
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get(LOG_LEVEL_ENV, "INFO"),
+        choices=[*_LEVELS, *(level.lower() for level in _LEVELS)],
+        help=f"log level (default %(default)s; env {LOG_LEVEL_ENV})",
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 from duplex.asgiserver import serve_until_signalled
 from duplex.console.app import ConsoleServer
 from duplex.console.config import ConfigError, load_console_config
-from duplex.logs import configure_logging
+from duplex.logs import add_log_level_argument, configure_logging
 
 _LOG = logging.getLogger("duplex.console")
 
@@ -54,12 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="console YAML (config/console.yaml); defaults apply when omitted",
     )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("DUPLEX_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
-        help="log level (default %(default)s; env DUPLEX_LOG_LEVEL)",
-    )
+    add_log_level_argument(parser)
     return parser
 
 

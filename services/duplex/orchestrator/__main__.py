@@ -19,7 +19,7 @@ from pathlib import Path
 import uvloop
 
 from duplex.asgiserver import serve_until_signalled
-from duplex.logs import configure_logging
+from duplex.logs import add_log_level_argument, configure_logging
 from duplex.orchestrator.app import OrchestratorServer
 from duplex.orchestrator.config import ENV_OVERRIDES, ConfigError, load_orchestrator_config
 
@@ -41,12 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="orchestrator YAML (the deployment guide's keys); defaults apply when omitted",
     )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("DUPLEX_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
-        help="log level (default %(default)s; env DUPLEX_LOG_LEVEL)",
-    )
+    add_log_level_argument(parser)
     return parser
 
 

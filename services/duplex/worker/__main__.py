@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from duplex.logs import configure_logging
+from duplex.logs import add_log_level_argument, configure_logging
 from duplex.worker.app import WorkerApp, WorkerStartupError
 from duplex.worker.config import ENV_OVERRIDES, ConfigError, WorkerConfig, load_worker_config
 
@@ -35,12 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="worker YAML (e.g. config/worker-gpu0.yaml); "
         "without it every required key must come from the environment",
     )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log level (default: info)",
-    )
+    add_log_level_argument(parser)
     return parser.parse_args(argv)
 
 
