@@ -66,8 +66,8 @@ proto-check: $(STAMP) ## Fail when the committed generated code does not match t
 	@tmp=$$(mktemp -d) && $(PY) -m grpc_tools.protoc -Iduplex/gen=proto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp proto/tts/v1/tts.proto \
 	 && for f in tts_pb2.py tts_pb2.pyi tts_pb2_grpc.py; do cmp -s $$tmp/duplex/gen/tts/v1/$$f $(GEN)/tts/v1/$$f || { echo "generated $$f is stale: run 'make proto'"; rm -rf $$tmp; exit 1; }; done; rm -rf $$tmp; echo "generated gRPC code matches proto/"
 
-bench: $(STAMP) ## Run the benchmarks; prints figures and writes bench/reports/
-	$(PY) bench/run.py --peers
+bench: $(STAMP) ## Run the benchmarks beside the peers; writes bench/reports/<timestamp>/ (QUICK=1: tiny samples, a few minutes)
+	$(PY) bench/run.py --peers $(if $(filter 1,$(QUICK)),--quick)
 
 demo: $(STAMP) ## Start Redis, three workers and the orchestrator on this machine (TLS=1: also HTTPS/WSS on :8443)
 	$(PY) -m duplex.demo $(if $(filter 1,$(TLS)),--tls)
