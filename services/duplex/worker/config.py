@@ -26,6 +26,7 @@ from types import MappingProxyType
 
 from duplex.configfile import ConfigError as ConfigError
 from duplex.configfile import apply_env, build_section, read_yaml
+from duplex.registry._connect import check_redis_url
 from duplex.worker.model_manager import ModelManagerConfig
 
 SUPPORTED_SAMPLE_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -100,10 +101,8 @@ class RedisSection:
     worker_ttl_ms: int = 15000
 
     def __post_init__(self) -> None:
-        _require(
-            self.url.startswith(("redis://", "rediss://", "unix://")),
-            "redis.url must start with redis://, rediss:// or unix://",
-        )
+        problem = check_redis_url(self.url)
+        _require(problem is None, problem or "")
         _require(self.heartbeat_interval_ms > 0, "redis.heartbeat_interval_ms must be > 0")
         _require(
             self.worker_ttl_ms > self.heartbeat_interval_ms,
