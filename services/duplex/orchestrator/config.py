@@ -36,9 +36,9 @@ from types import MappingProxyType
 from duplex.configfile import ConfigError as ConfigError
 from duplex.configfile import apply_env, build_section, read_yaml
 from duplex.orchestrator.protocol import ProtocolLimits
+from duplex.registry._connect import check_redis_url
 from duplex.registry.records import PriorityRule, RoutingSettings, Strategy
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _BASE64_JSON_OVERHEAD = 1024  # room for the rest of a SessionStart around reference_audio
 
 
@@ -119,10 +119,8 @@ class RedisConfig:
     publish_interval_ms: int = 1000
 
     def __post_init__(self) -> None:
-        _require(
-            self.url.startswith(_REDIS_SCHEMES),
-            "redis.url must start with redis://, rediss:// or unix://",
-        )
+        problem = check_redis_url(self.url)
+        _require(problem is None, problem or "")
         _require(self.reconcile_interval_ms > 0, "redis.reconcile_interval_ms must be > 0")
         _require(self.worker_ttl_ms > 0, "redis.worker_ttl_ms must be > 0")
         _require(self.publish_interval_ms > 0, "redis.publish_interval_ms must be > 0")
