@@ -17,6 +17,8 @@ barge_in:   {enabled, policy, fade_ms, false_interruption_ms}
 tls:        {port, cert_file, key_file}
 asr:        {enabled, reply, timeout_s}
 auth:       {api_keys, require_on_loopback}
+openai:     {default_voice}
+wyoming:    {enabled, host, port}
 ```
 
 The loading itself is :mod:`duplex.configfile` (shared with the worker): unknown keys and
@@ -210,6 +212,27 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class OpenAIConfig:
+    """`/v1/audio/speech`: the fleet model that OpenAI's own model and voice names (`tts-1`,
+    `alloy`, ...) stand for; empty: the first English model the fleet offers."""
+
+    default_voice: str = ""
+
+
+@dataclass(frozen=True)
+class WyomingConfig:
+    """A Wyoming TTS server (Home Assistant's protocol) over the fleet; off unless enabled.
+    Wyoming has no authentication: bind it beyond loopback only on a trusted network."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 10200
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.port <= 65535, "wyoming.port must be within 0..65535")
+
+
+@dataclass(frozen=True)
 class SessionConfig:
     """Per-session limits, lead times and failover."""
 
@@ -313,6 +336,8 @@ class OrchestratorConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    openai: OpenAIConfig = field(default_factory=OpenAIConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
 
     def protocol_limits(self) -> ProtocolLimits:
         return ProtocolLimits(
