@@ -128,6 +128,20 @@ class OrchestratorMetrics:
             ["transport"],
             registry=r,
         )
+        self.api_requests_total = Counter(
+            "duplex_orch_api_requests",
+            "Requests to the compatible APIs (openai, wyoming), by final status: the HTTP "
+            "status, 499 client gone mid-stream, 502 broken after audio; wyoming: ok or a code.",
+            ["api", "status"],
+            registry=r,
+        )
+        self.api_first_audio_seconds = Histogram(
+            "duplex_orch_api_first_audio_seconds",
+            "Compatible APIs: from a request's arrival to its first audio bytes sent.",
+            ["api"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition format (version 0.0.4) of every metric."""
