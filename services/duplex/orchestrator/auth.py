@@ -1,5 +1,5 @@
 """Client API keys for the client APIs (WebSocket, WebRTC signalling, the agent's channel,
-the model list): an ASGI middleware, so no endpoint can forget it.
+the model list, the OpenAI-compatible `/v1/`): an ASGI middleware, so no endpoint can forget it.
 
 A client on loopback needs no key (unless `auth.require_on_loopback`); any other client
 must present one of `API_KEYS` as `Authorization: Bearer <key>` or `?key=<key>` (browsers
@@ -21,7 +21,9 @@ from duplex.orchestrator.config import AuthConfig
 from duplex.orchestrator.protocol import Error, ErrorCode
 
 # Paths of the client APIs; the page, its assets, health, readiness and metrics are open.
-PROTECTED_PREFIXES: tuple[str, ...] = ("/offer", "/whip", "/sessions/", "/api/")
+PROTECTED_PREFIXES: tuple[str, ...] = ("/offer", "/whip", "/sessions/", "/api/", "/v1/")
+# The OpenAI-compatible API answers in OpenAI's error shape, so its SDKs read the reason.
+_OPENAI_PREFIX = "/v1/"
 _CLOSE_POLICY = 1008
 
 
@@ -81,7 +83,11 @@ class ApiKeyMiddleware:
             await self._app(scope, receive, send)
             return
         if scope["type"] == "http":
-            body = json.dumps({"error": {"code": ErrorCode.UNAUTHORIZED.value, "message": why}})
+            error: dict[str, object] = {"code": ErrorCode.UNAUTHORIZED.value, "message": why}
+            if scope.get("path", "").startswith(_OPENAI_PREFIX):
+                error = {"message": why, "type": "invalid_request_error", "param": None,
+                         "code": "invalid_api_key"}  # fmt: skip
+            body = json.dumps({"error": error})
             await send(
                 {
                     "type": "http.response.start",
