@@ -4,6 +4,7 @@ systemd units (`make systemd`) for this host.
     python -m duplex.deploy generate --gpus 2 --out compose/generated --env-file .env
     python -m duplex.deploy config --gpus 0,2 --models 0:piper,2:kokoro   # print, write nothing
     python -m duplex.deploy systemd --gpus 2 --out compose/generated/systemd
+    python -m duplex.deploy k8s --gpus-per-node 4 --nodes 2 --pools piper:6,kokoro:2 --out k8s
 
 Every input is checked before anything is written: a bad one exits 2 with a line naming the
 variable and the value.
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from duplex.deploy.k8s import SECRET, render_k8s, write_k8s
+from duplex.deploy.k8s_spec import K8sOptions, parse_pools, parse_positive
 from duplex.deploy.plan import StackPlan, plan_stack
 from duplex.deploy.render import COMPOSE_FILE, ROOT, render, write
 from duplex.deploy.secrets import ensure_secrets, needed
@@ -121,6 +124,18 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="make sure the stack's secrets are in this file (make up: .env)",
     )
+    k8s = commands.add_parser("k8s", help="write Kubernetes manifests into --out")
+    k8s.add_argument("--gpus-per-node", required=True)
+    k8s.add_argument("--nodes", default="1")
+    k8s.add_argument("--pools", default="piper", help="adapter[:GPUs],... e.g. piper:6,kokoro:2")
+    k8s.add_argument("--orchestrators", default="2")
+    k8s.add_argument("--namespace", default="duplex")
+    k8s.add_argument("--image-tag", default="latest")
+    k8s.add_argument("--image-prefix", default="", help="a registry path, e.g. registry.lan/")
+    k8s.add_argument("--redis-url", default="", help="an external Redis (default: in-cluster)")
+    k8s.add_argument("--redis-image", default="redis:7-alpine")
+    k8s.add_argument("--webrtc", default="0", help="1: orchestrators on the nodes' network")
+    k8s.add_argument("--out", type=Path, default=Path("k8s"))
     systemd.add_argument("--install-dir", default="/opt/duplex")
     systemd.add_argument("--config-dir", default="/etc/duplex")
     systemd.add_argument("--user", default="duplex")
@@ -194,9 +209,49 @@ def _generate(plan: StackPlan, out: Path, env_file: Path | None) -> None:
         print(ensure_certificate(out / "tls", plan.options.public_host))
 
 
+def k8s_options_from(args: argparse.Namespace, catalog: Catalog) -> K8sOptions:
+    """Parse and check the `k8s` inputs; raises DeployError naming the first bad one."""
+    per_node = parse_positive("GPUS_PER_NODE", args.gpus_per_node)
+    nodes = parse_positive("NODES", args.nodes, default=1)
+    return K8sOptions(
+        gpus_per_node=per_node,
+        nodes=nodes,
+        pools=parse_pools(args.pools, per_node * nodes, catalog.models),
+        orchestrators=parse_positive("ORCHESTRATORS", args.orchestrators, default=2),
+        namespace=args.namespace,
+        image_tag=args.image_tag,
+        image_prefix=args.image_prefix,
+        redis_url=args.redis_url,
+        redis_image=args.redis_image,
+        webrtc=parse_flag("WEBRTC", args.webrtc),
+    )
+
+
+def k8s_inputs(options: K8sOptions) -> str:
+    """The canonical inputs line at the head of every manifest."""
+    pools = ",".join(f"{p.adapter}:{p.replicas}" for p in options.pools)
+    return (
+        f"GPUS_PER_NODE={options.gpus_per_node} NODES={options.nodes} POOLS={pools} "
+        f"ORCHESTRATORS={options.orchestrators} NAMESPACE={options.namespace} "
+        f"IMAGE_TAG={options.image_tag} WEBRTC={int(options.webrtc)}"
+        + (" REDIS_URL=external" if options.redis_url else "")
+    )
+
+
+def _k8s(args: argparse.Namespace, catalog: Catalog) -> None:
+    options = k8s_options_from(args, catalog)
+    files = render_k8s(options, k8s_inputs(options))
+    changed = write_k8s(files, args.out)
+    print(f"wrote {args.out}/ ({len(files)} files, {len(changed)} changed)")
+    print(f"then: kubectl apply -k {args.out} (the {SECRET} Secret first: docs/multi-host.md)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "k8s":
+            _k8s(args, builtin())
+            return 0
         catalog = builtin()
         plan = plan_stack(options_from(args, catalog), catalog.models)
         if args.command == "config":

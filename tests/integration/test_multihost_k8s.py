@@ -1,0 +1,171 @@
+"""`make k8s`: the generated manifests pass kubernetes-validate (strict, pinned Kubernetes
+version), every probe asks a path or port the real process serves, a worker pod asks for
+exactly one GPU, each config file loads with the real loader, and the same inputs give the
+same bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from duplex.console.app import build_console_app
+from duplex.console.config import load_console_config
+from duplex.deploy.__main__ import main as deploy_main
+from duplex.deploy.k8s_spec import K8S_VERSION
+from duplex.orchestrator.app import build_app
+from duplex.orchestrator.config import load_orchestrator_config
+from duplex.worker.config import load_worker_config
+from duplex.worker.health import SERVICE_NAME
+from starlette.routing import Route
+
+ARGS = ["--gpus-per-node", "4", "--nodes", "2", "--pools", "piper:6,kokoro"]
+
+
+def generate(out: Path, *extra: str) -> dict[str, list[dict[str, Any]]]:
+    assert deploy_main(["k8s", *ARGS, *extra, "--out", str(out)]) == 0
+    return {
+        p.name: [d for d in yaml.safe_load_all(p.read_text()) if d]
+        for p in sorted(out.glob("*.yaml"))
+    }
+
+
+def by_kind(files: dict[str, list[dict[str, Any]]], kind: str) -> list[dict[str, Any]]:
+    return [d for docs in files.values() for d in docs if d["kind"] == kind]
+
+
+def named(files: dict[str, list[dict[str, Any]]], kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in by_kind(files, kind) if d["metadata"]["name"] == name]
+    return doc
+
+
+def container_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container  # type: ignore[no-any-return]
+
+
+def config_text(files: dict[str, list[dict[str, Any]]], name: str, key: str) -> str:
+    return named(files, "ConfigMap", name)["data"][key]  # type: ignore[no-any-return]
+
+
+def test_every_manifest_passes_kubernetes_validate_strictly(tmp_path: Path) -> None:
+    files = generate(tmp_path / "k8s")
+    checked = 0
+    for docs in files.values():
+        for doc in docs:
+            if doc["kind"] == "Kustomization":
+                continue
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+            checked += 1
+    kinds = {d["kind"] for docs in files.values() for d in docs}
+    assert {"Deployment", "StatefulSet", "Service", "PodDisruptionBudget"} <= kinds
+    kustomization = files["kustomization.yaml"][0]
+    assert sorted(kustomization["resources"]) == sorted(set(files) - {"kustomization.yaml"})
+    print(f"{checked} documents valid for Kubernetes {K8S_VERSION}")
+
+
+def test_worker_pools_split_the_gpus_one_gpu_per_pod_with_a_budget(tmp_path: Path) -> None:
+    files = generate(tmp_path / "k8s")
+    replicas = {}
+    for deployment in by_kind(files, "Deployment"):
+        container = container_of(deployment)
+        gpus = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
+        if deployment["metadata"]["labels"]["app.kubernetes.io/component"] == "worker":
+            assert gpus == 1
+            assert "nvidia.com/gpu" not in container["resources"].get("requests", {})
+            replicas[deployment["metadata"]["name"]] = deployment["spec"]["replicas"]
+            budget = named(files, "PodDisruptionBudget", deployment["metadata"]["name"])
+            assert (
+                budget["spec"]["selector"]["matchLabels"]
+                == deployment["spec"]["selector"]["matchLabels"]
+            )
+        else:
+            assert gpus is None
+    assert replicas == {"worker-piper": 6, "worker-kokoro": 2}
+
+
+def test_probes_ask_the_paths_and_ports_the_real_processes_serve(tmp_path: Path) -> None:
+    files = generate(tmp_path / "k8s")
+    folder = tmp_path / "configs"
+    folder.mkdir()
+
+    # The orchestrator: its config's port, its app's /ready and /health.
+    (folder / "orchestrator.yaml").write_text(
+        config_text(files, "orchestrator-config", "orchestrator.yaml")
+    )
+    orch_config = load_orchestrator_config(folder / "orchestrator.yaml", {"API_KEYS": "k"})
+    orch = container_of(named(files, "Deployment", "orchestrator"))
+    paths = {r.path for r in build_app(orch_config).routes if isinstance(r, Route)}
+    port = orch_config.transport.websocket.port
+    assert orch["ports"] == [{"name": "http", "containerPort": port}]
+    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/health")):
+        assert orch[probe]["httpGet"] == {"path": path, "port": port}
+        assert path in paths
+
+    # The console: the same for its own port and /health.
+    (folder / "console.yaml").write_text(config_text(files, "console-config", "console.yaml"))
+    console_config = load_console_config(
+        folder / "console.yaml",
+        {"CONSOLE_ADMIN_TOKEN": "t" * 32, "CONSOLE_SESSION_SECRET": "s" * 32},
+    )
+    console = container_of(named(files, "Deployment", "console"))
+    console_paths = {
+        r.path for r in build_console_app(console_config).routes if isinstance(r, Route)
+    }
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert console[probe]["httpGet"] == {"path": "/health", "port": console_config.console.port}
+        assert "/health" in console_paths
+
+    # A worker: gRPC health on its configured port, for the service its health servicer sets.
+    (folder / "worker.yaml").write_text(config_text(files, "worker-piper-config", "worker.yaml"))
+    pod_env = {"DUPLEX_WORKER_NAME": "worker-piper-abc", "DUPLEX_WORKER_ADVERTISE_HOST": "10.0.0.7"}
+    worker_config = load_worker_config(folder / "worker.yaml", pod_env)
+    worker = container_of(named(files, "Deployment", "worker-piper"))
+    assert worker_config.worker.name == "worker-piper-abc"
+    assert worker_config.worker.advertise_host == "10.0.0.7"
+    for probe in ("startupProbe", "readinessProbe"):
+        assert worker[probe]["grpc"] == {"port": worker_config.worker.grpc_port,
+                                         "service": SERVICE_NAME}  # fmt: skip
+    assert worker["livenessProbe"]["tcpSocket"]["port"] == worker_config.worker.grpc_port
+    env = {e["name"]: e for e in worker["env"]}
+    assert env["DUPLEX_WORKER_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["DUPLEX_WORKER_ADVERTISE_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "status.podIP"
+    )
+    # Every Service port points at a named container port of the pods it selects.
+    for service in by_kind(files, "Service"):
+        selector = service["spec"]["selector"]
+        pods = [
+            d
+            for d in by_kind(files, "Deployment") + by_kind(files, "StatefulSet")
+            if d["spec"]["template"]["metadata"]["labels"] == selector
+        ]
+        assert len(pods) == 1, service["metadata"]["name"]
+        names = {p["name"] for p in container_of(pods[0])["ports"]}
+        assert {p["targetPort"] for p in service["spec"]["ports"]} <= names
+
+
+def test_the_same_inputs_give_the_same_bytes_and_bad_inputs_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    generate(tmp_path / "a")
+    generate(tmp_path / "b")
+    a = {p.name: p.read_bytes() for p in sorted((tmp_path / "a").iterdir())}
+    b = {p.name: p.read_bytes() for p in sorted((tmp_path / "b").iterdir())}
+    assert a == b
+    other = generate(tmp_path / "c", "--orchestrators", "3", "--redis-url", "redis://r.lan:6379/0")
+    assert "redis.yaml" not in other
+    assert named(other, "Deployment", "orchestrator")["spec"]["replicas"] == 3
+
+    for bad, says in (
+        (["--gpus-per-node", "2", "--nodes", "1", "--pools", "piper:3"], "POOLS="),
+        (["--gpus-per-node", "0"], "GPUS_PER_NODE="),
+        (["--gpus-per-node", "1", "--pools", "nope"], "'nope' is not an adapter"),
+        (["--gpus-per-node", "1", "--redis-url", "redis://:pw@r:6379/0"], "password"),
+    ):
+        out = tmp_path / "bad"
+        assert deploy_main(["k8s", *bad, "--out", str(out)]) == 2
+        assert says in capsys.readouterr().err
+        assert not out.exists()
