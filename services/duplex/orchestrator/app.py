@@ -34,14 +34,17 @@ from duplex.asgiserver import InProcessServer
 from duplex.orchestrator.auth import ApiKeyMiddleware
 from duplex.orchestrator.config import OrchestratorConfig
 from duplex.orchestrator.metrics import CONTENT_TYPE, OrchestratorMetrics
+from duplex.orchestrator.openai_api import openai_routes
 from duplex.orchestrator.pages import models_from_workers, page_routes
 from duplex.orchestrator.router import Router
 from duplex.orchestrator.session import SessionHub, SessionServices
 from duplex.orchestrator.session.bargein import Transcriber
 from duplex.orchestrator.tls import server_ssl_kwargs
 from duplex.orchestrator.transports.signalling import Answer, SignallingError, signalling_routes
+from duplex.orchestrator.transports.speech_stream import SpeechService
 from duplex.orchestrator.transports.webrtc import WebRtcTransport
 from duplex.orchestrator.transports.websocket import WebSocketTransport
+from duplex.orchestrator.wyoming_server import WyomingServer
 from duplex.registry.orchestrators import (
     MAX_SESSIONS_PUBLISHED,
     OrchestratorPublisher,
@@ -72,6 +75,9 @@ class Runtime:
     hub: SessionHub
     websocket: WebSocketTransport
     webrtc: WebRtcTransport | None
+    # The compatible APIs (/v1/audio/speech, Wyoming): sessions of their own, unpaced hub.
+    speech: SpeechService
+    wyoming: WyomingServer | None = None
 
 
 class _Holder:
@@ -115,9 +121,14 @@ def build_app(config: OrchestratorConfig) -> Starlette:
         services = SessionServices(config=config, router=router, clients=clients, metrics=metrics)
         hub = SessionHub(services, transcriber=transcriber)
         webrtc = WebRtcTransport(hub, config, metrics) if config.transport.webrtc.enabled else None
+        speech = SpeechService(services, view)
+        wyoming = WyomingServer(speech, config.wyoming) if config.wyoming.enabled else None
+        if wyoming is not None:
+            await wyoming.start()
         runtime = Runtime(
-            config, view, clients, router, metrics, hub, WebSocketTransport(hub), webrtc
-        )
+            config, view, clients, router, metrics, hub, WebSocketTransport(hub), webrtc,
+            speech, wyoming,
+        )  # fmt: skip
         publisher = _publisher(config, runtime, lambda: getattr(app.state, "public_url", None))
         publisher.start()
         holder.runtime = app.state.runtime = runtime
@@ -131,7 +142,9 @@ def build_app(config: OrchestratorConfig) -> Starlette:
         finally:
             holder.runtime = app.state.runtime = None
             steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                *([("wyoming server", wyoming.stop)] if wyoming is not None else []),
                 ("sessions", lambda: shutdown_sessions(runtime)),
+                ("speech requests", speech.close),
                 ("session publisher", publisher.stop),
                 ("worker clients", clients.close_all),
                 ("registry view", view.stop),
@@ -199,6 +212,7 @@ def build_app(config: OrchestratorConfig) -> Starlette:
             Route("/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             *webrtc_routes,
+            *openai_routes(lambda: holder.get().speech),
             *page_routes(web_root(), list_models),
         ],
         middleware=[Middleware(ApiKeyMiddleware, config=config.auth)],
@@ -218,7 +232,9 @@ def _publisher(
     interval_s = config.redis.publish_interval_ms / 1000
 
     def snapshot() -> OrchestratorRecord:
-        sessions = runtime.hub.summaries()
+        sessions = sorted(
+            runtime.hub.summaries() + runtime.speech.summaries(), key=lambda s: s.started_at
+        )
         return OrchestratorRecord(
             id=orchestrator_id,
             url=bound_url() or url,
