@@ -49,7 +49,7 @@ promtool: ## Install Debian's Prometheus (promtool checks the scrape config and 
 grafana-check: ## Type-check the Grafana dashboards (@grafana/schema 11.1, tsc --strict)
 	cd grafana/check && npm ci --no-audit --no-fund && npm run -s check
 
-test: $(STAMP) proto-check browser promtool test-compose ## Run the whole test suite (real Redis, real gRPC, real Piper, Chromium, promtool)
+test: $(STAMP) proto-check browser promtool redis-tls test-compose ## Run the whole test suite (real Redis, real gRPC, real Piper, Chromium, promtool)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 check: $(STAMP) ## ruff + mypy
@@ -138,6 +138,24 @@ logs: ## The appliance's logs (last 200 lines): [SERVICE=orchestrator] [FOLLOW=1
 
 systemd: $(STAMP) ## Write systemd units (tts-worker@.service, orchestrator, console) and configs: make systemd GPUS=2 [INSTALL_DIR=/opt/duplex]
 	$(PY) -m duplex.deploy systemd $(DEPLOY_ARGS) --out $(STACK_DIR)/systemd --install-dir "$(INSTALL_DIR)" --user "$(SERVICE_USER)"
+
+# ---- beyond one host (docs/multi-host.md) ------------------------------------------------------
+.PHONY: k8s redis-tls
+GPUS_PER_NODE ?=
+NODES ?= 1
+POOLS ?= piper
+ORCHESTRATORS ?= 2
+NAMESPACE ?= duplex
+K8S_DIR ?= k8s
+
+k8s: $(STAMP) ## Write Kubernetes manifests: make k8s GPUS_PER_NODE=4 NODES=2 [POOLS=piper:6,kokoro] [ORCHESTRATORS=2] [REDIS_URL=] [WEBRTC=0]
+	@test -n "$(GPUS_PER_NODE)" || { echo "!! give GPUS_PER_NODE (and NODES): make k8s GPUS_PER_NODE=4 NODES=2"; exit 2; }
+	$(PY) -m duplex.deploy k8s --gpus-per-node "$(GPUS_PER_NODE)" --nodes "$(NODES)" --pools "$(POOLS)" \
+	  --orchestrators "$(ORCHESTRATORS)" --namespace "$(NAMESPACE)" --image-tag "$(IMAGE_TAG)" \
+	  --redis-url "$(REDIS_URL)" --webrtc "$(if $(filter 1,$(WEBRTC_K8S)),1,0)" --out "$(K8S_DIR)"
+
+redis-tls: $(STAMP) ## Unpack Debian's redis-server (built with TLS) under .run/redis-tls for the registry TLS test
+	$(PY) -m duplex.devtools.redis_tls fetch
 
 # ---- images, and the appliance in a real Docker engine (services/duplex/devtools/docker.py) ----
 # No registry is needed: the base can be made here (debootstrap), the Python packages come from
