@@ -63,6 +63,10 @@ class PassResult:
             "concurrency": self.concurrency,
             "first_audio_ms": self.first_audio.to_dict(scale=1000.0, digits=1),
             "missing_first_audio": sum(1 for x in self.first_audio_s if math.isnan(x)),
+            # Every sample, for the report's distribution plots.
+            "first_audio_samples_ms": [
+                round(x * 1000.0, 1) for x in self.first_audio_s if not math.isnan(x)
+            ],
             "audio_s": round(self.audio_s, 2),
             "wall_s": round(self.wall_s, 2),
             "audio_s_per_s": round(self.throughput, 2),

@@ -114,19 +114,49 @@ class Section:
     targets: list[Target] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    # 1/5/15-minute load averages as the section started and ended (how busy the machine was).
+    load_start: tuple[float, ...] = ()
+    load_end: tuple[float, ...] = ()
 
     def target(self, goal: str, figure: str, ok: bool | None) -> None:
         self.targets.append(Target(goal, figure, ok))
 
-    def markdown(self) -> str:
+    def markdown(self, *, skip_tables: int = 0) -> str:
+        """The section's Markdown; ``skip_tables`` leaves out its first tables (shown above)."""
         parts = [f"## {self.title}", ""]
         if self.error:
             parts += [f"**Failed:** `{self.error}`", ""]
-        for table in self.tables:
+        if skip_tables:
+            parts += ["_Its main table is the report's first table._", ""]
+        for table in self.tables[skip_tables:]:
             parts += [table.markdown(), ""]
         parts += [f"- {note}" for note in self.notes]
-        parts += ["", f"_{self.seconds:.0f} s_", ""]
+        parts += [
+            "",
+            f"_`{self.name}`: {self.seconds:.0f} s; load average (1/5/15 min) "
+            f"{list(self.load_start)} at start, {list(self.load_end)} at end_",
+            "",
+        ]
         return "\n".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "error": self.error,
+            "seconds": round(self.seconds, 1),
+            "load_avg_start": list(self.load_start),
+            "load_avg_end": list(self.load_end),
+            "tables": [t.to_dict() for t in self.tables],
+            "notes": self.notes,
+            "targets": [t.to_dict() for t in self.targets],
+            "data": self.data,
+        }
+
+
+def load_average() -> tuple[float, ...]:
+    """1/5/15-minute load averages, rounded."""
+    return tuple(round(x, 2) for x in os.getloadavg())
 
 
 def machine_info() -> dict[str, Any]:
@@ -183,26 +213,95 @@ def _git(*args: str) -> str:
     return out.stdout.strip()
 
 
-def write_report(
-    out_dir: Path, sections: Sequence[Section], machine: dict[str, Any], *, quick: bool
-) -> tuple[Path, Path]:
-    """Write <timestamp>-report.md and .json under ``out_dir``; returns both paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+PEERS_SECTION = "peers"  # its first table opens the report
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A PNG written beside the report."""
+
+    title: str
+    file: str
+
+
+def report_folder(out_dir: Path) -> Path:
+    """A new bench/reports/<timestamp>/ (a suffix when two runs start in the same second)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    md_path = out_dir / f"{stamp}-report.md"
-    json_path = out_dir / f"{stamp}-report.json"
-    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
-    head = [
+    for n in range(100):
+        folder = out_dir / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"no free report folder for {stamp} under {out_dir}")
+
+
+def write_report(
+    out_dir: Path,
+    sections: Sequence[Section],
+    machine: dict[str, Any],
+    *,
+    quick: bool,
+    invocation: Sequence[str] = (),
+    commands: dict[str, list[str]] | None = None,
+) -> Path:
+    """Write results.json, the plots and report.md into a new folder under ``out_dir``;
+    returns that folder. A plot that cannot be drawn is named in the report, never fatal."""
+    folder = report_folder(out_dir)
+    payload = {
+        "quick": quick,
+        "machine": machine | {"load_avg_at_end": list(load_average())},
+        "invocation": list(invocation),
+        "commands": commands or {},
+        "sections": [s.to_dict() for s in sections],
+    }
+    payload = _clean(payload)
+    text = json.dumps(payload, indent=2, allow_nan=False, default=_json_default)
+    (folder / "results.json").write_text(text + "\n", encoding="utf-8")
+    plots, problems = _plots(folder, payload)
+    md = render_markdown(sections, payload, plots, problems)
+    (folder / "report.md").write_text(md, encoding="utf-8")
+    return folder
+
+
+def _plots(folder: Path, payload: dict[str, Any]) -> tuple[list[Plot], list[str]]:
+    try:
+        from bench.plots import write_plots
+    except ImportError as exc:  # a virtualenv made before matplotlib joined the dev extra
+        return [], [f"no plots: {exc} (make venv installs matplotlib)"]
+    return write_plots(folder, payload)
+
+
+def render_markdown(
+    sections: Sequence[Section],
+    payload: dict[str, Any],
+    plots: Sequence[Plot],
+    problems: Sequence[str],
+) -> str:
+    """report.md: the peers table first, then the machine, versions, targets, plots, every
+    section, and the commands."""
+    machine = payload["machine"]
+    quick = payload["quick"]
+    lines = [
         f"# duplex benchmark report{' (quick mode: tiny samples, not figures)' if quick else ''}",
         "",
-        f"- date: {machine['date']}",
+        f"{machine['date']}, {machine['logical_cores']} logical cores, commit "
+        f"{machine['git_commit']}{' (with uncommitted changes)' if machine['git_dirty'] else ''}."
+        f" {NOISE_NOTE}",
+        "",
+        "## Every peer beside the product",
+        "",
+        *_peers_head(sections),
+        "## Machine and versions",
+        "",
         f"- machine: {machine['logical_cores']} logical cores ({machine['physical_cores']} "
         f"physical), {machine['cpu_model'] or 'unknown CPU'}, {machine['memory_gib']} GiB, "
-        f"{machine['platform']}; load average at start {machine['load_avg_at_start']}",
-        f"- code: commit {machine['git_commit']}"
-        + (" (with uncommitted changes)" if machine["git_dirty"] else ""),
-        f"- versions: {versions}",
-        f"- {NOISE_NOTE}",
+        f"{machine['platform']}",
+        f"- load average (1/5/15 min): {machine['load_avg_at_start']} at start, "
+        f"{machine['load_avg_at_end']} at end; per section below",
+        "- product (.venv): " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),
+        *_peer_versions(sections),
         "",
         "## Targets (figures, not assertions)",
         "",
@@ -214,30 +313,51 @@ def write_report(
             for t in s.targets
         ),
         "",
+        "## Plots",
+        "",
+        *(f"![{p.title}]({p.file})\n\n_{p.title}_\n" for p in plots),
+        *(f"- {problem}" for problem in problems),
+        "",
     ]
-    md_path.write_text(
-        "\n".join(head) + "\n" + "\n".join(s.markdown() for s in sections), encoding="utf-8"
-    )
-    payload = {
-        "quick": quick,
-        "machine": machine,
-        "sections": [
-            {
-                "name": s.name,
-                "title": s.title,
-                "error": s.error,
-                "seconds": round(s.seconds, 1),
-                "tables": [t.to_dict() for t in s.tables],
-                "notes": s.notes,
-                "targets": [t.to_dict() for t in s.targets],
-                "data": s.data,
-            }
-            for s in sections
-        ],
-    }
-    text = json.dumps(_clean(payload), indent=2, allow_nan=False, default=_json_default)
-    json_path.write_text(text + "\n", encoding="utf-8")
-    return md_path, json_path
+    for s in sections:
+        lines.append(s.markdown(skip_tables=1 if s.name == PEERS_SECTION and s.tables else 0))
+    lines += ["## Commands", "", "The run, as started:", "", "```"]
+    lines += [" ".join(payload["invocation"]) or "(not recorded)", "```", ""]
+    for name, commands in payload["commands"].items():
+        lines += [f"`{name}` started:", "", "```", *commands, "```", ""]
+    return "\n".join(lines)
+
+
+def _peers_head(sections: Sequence[Section]) -> list[str]:
+    peers = [s for s in sections if s.name == PEERS_SECTION]
+    if not peers:
+        return [
+            "_The peers were not run (`make bench` runs them; `bench/run.py --peers`)._",
+            "",
+        ]
+    section = peers[0]
+    out: list[str] = []
+    if section.error:
+        out += [f"**The peers section failed:** `{section.error}`", ""]
+    if section.tables:
+        out += [section.tables[0].markdown(), ""]
+    skipped = section.data.get("not_measured") or {}
+    out += [f"- **{name}** not measured: {reason}" for name, reason in skipped.items()]
+    return [*out, ""] if skipped else out
+
+
+def _peer_versions(sections: Sequence[Section]) -> list[str]:
+    out = []
+    for s in sections:
+        if s.name != PEERS_SECTION:
+            continue
+        for peer, versions in (s.data.get("versions") or {}).items():
+            if isinstance(versions, dict):
+                listed = ", ".join(f"{k} {v}" for k, v in versions.items())
+            else:
+                listed = str(versions)
+            out.append(f"- {peer} (its own virtualenv): {listed}")
+    return out
 
 
 def _clean(value: Any) -> Any:

@@ -5,13 +5,18 @@
 Each benchmark starts the product's own processes (redis-server, `python -m duplex.worker`,
 `python -m duplex.orchestrator`) on 127.0.0.1 and stops them. Figures are printed with
 pass/miss against the issues' targets; nothing is asserted. The report goes to
-bench/reports/<timestamp>-report.md and .json.
+bench/reports/<timestamp>/ (report.md, results.json, PNG plots).
+
+A new section is one line in BENCHMARKS (or OPT_IN): a module with NAME, TITLE and
+`async def run(ctx, section)`, and its time budget in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shlex
 import sys
 import tempfile
 import time
@@ -34,8 +39,8 @@ from bench import (
     webrtc_latency,
     worker_latency,
 )
-from bench.context import BenchContext, load_texts
-from bench.report import NOISE_NOTE, Section, machine_info, verdict, write_report
+from bench.context import BenchContext, Watcher, load_texts
+from bench.report import NOISE_NOTE, Section, load_average, machine_info, verdict, write_report
 
 Runner = Callable[[BenchContext, Section], Awaitable[None]]
 
@@ -83,7 +88,9 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "reports"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     names = [b.name for b in (*BENCHMARKS, *OPT_IN)]
     parser = argparse.ArgumentParser(description="duplex benchmarks (make bench)")
-    parser.add_argument("--quick", action="store_true", help="tiny samples (smoke test, ~1 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny samples: a smoke test, not figures (~3 min)"
+    )
     parser.add_argument(
         "--only", action="append", choices=names, metavar="NAME", help=f"one of {', '.join(names)}"
     )
@@ -96,34 +103,52 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run_all(args: argparse.Namespace) -> list[Section]:
+async def run_all(args: argparse.Namespace) -> tuple[list[Section], dict[str, list[str]]]:
+    """Every selected section in turn; returns them and the commands each started."""
     selected = [b for b in BENCHMARKS if not args.only or b.name in args.only]
     selected += [b for b in OPT_IN if args.peers or (args.only and b.name in args.only)]
     sections: list[Section] = []
     with tempfile.TemporaryDirectory(prefix="duplex-bench-") as tmp:
         ctx = BenchContext(quick=args.quick, texts=load_texts(), workdir=Path(tmp))
-        for bench in selected:
-            section = Section(name=bench.name, title=bench.title)
-            sections.append(section)
-            ctx.say("")
-            ctx.say(f"== {bench.name}: {bench.title}")
-            budget = bench.budget_s
-            if args.quick:
-                budget = bench.quick_budget_s or QUICK_BUDGET_S
-            start = time.perf_counter()
-            try:
-                async with asyncio.timeout(budget):
-                    await bench.run(ctx, section)
-            except Exception as exc:  # one benchmark failing must not lose the others
-                if isinstance(exc, TimeoutError):
-                    section.error = f"stopped after its {budget:.0f} s budget"
-                else:
-                    section.error = f"{type(exc).__name__}: {exc}"
-                ctx.say(f"!! {bench.name} failed: {section.error}")
-                traceback.print_exc()
-            section.seconds = time.perf_counter() - start
-            ctx.progress(f"{bench.name} done in {section.seconds:.0f} s")
-    return sections
+        with Watcher(ctx):
+            for index, bench in enumerate(selected, start=1):
+                section = Section(name=bench.name, title=bench.title)
+                sections.append(section)
+                await run_one(ctx, bench, section, index, len(selected), quick=args.quick)
+    return sections, ctx.commands
+
+
+async def run_one(
+    ctx: BenchContext, bench: Benchmark, section: Section, index: int, count: int, *, quick: bool
+) -> None:
+    ctx.say("")
+    ctx.say(f"== {bench.name} ({index}/{count}): {bench.title}")
+    ctx.state.enter(bench.name, index, count)
+    budget = (bench.quick_budget_s or QUICK_BUDGET_S) if quick else bench.budget_s
+    section.load_start = load_average()
+    ctx.progress(f"load average {list(section.load_start)}, budget {budget:.0f} s")
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(budget):
+            await bench.run(ctx, section)
+    except Exception as exc:  # one benchmark failing must not lose the others
+        if isinstance(exc, TimeoutError):
+            section.error = f"stopped after its {budget:.0f} s budget (at: {ctx.state.step})"
+        else:
+            section.error = f"{type(exc).__name__}: {exc}"
+        ctx.say(f"!! {bench.name} failed: {section.error}")
+        traceback.print_exc()
+    section.seconds = time.perf_counter() - start
+    section.load_end = load_average()
+    ctx.progress(f"done in {section.seconds:.0f} s, load average {list(section.load_end)}")
+
+
+def invocation() -> list[str]:
+    """The exact command line of this run (and make's, when make started it)."""
+    lines = [shlex.join([sys.executable, *sys.argv])]
+    if os.environ.get("MAKELEVEL"):
+        lines.insert(0, "# started by make (`make bench`; QUICK=1 adds --quick)")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,13 +160,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     print(NOISE_NOTE, flush=True)
-    sections = asyncio.run(run_all(args))
+    sections, commands = asyncio.run(run_all(args))
     print("\n== targets (figures, not assertions)", flush=True)
     for section in sections:
         for target in section.targets:
             print(f"  {verdict(target.ok):4}  {target.goal}: {target.figure}", flush=True)
-    md_path, json_path = write_report(args.out, sections, machine, quick=args.quick)
-    print(f"\nreport: {md_path}\n        {json_path}", flush=True)
+    folder = write_report(
+        args.out,
+        sections,
+        machine,
+        quick=args.quick,
+        invocation=invocation(),
+        commands=commands,
+    )
+    print(f"\nreport: {folder / 'report.md'}\n        {folder / 'results.json'}", flush=True)
     failed = [s.name for s in sections if s.error]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr, flush=True)

@@ -35,12 +35,13 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         timeout=400,
         check=False,
     )
-    reports = sorted(out.glob("*-report.json"))
+    reports = sorted(out.glob("*/results.json"))
     assert reports, (
         f"no report written (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
     report: dict[str, Any] = json.loads(reports[-1].read_text(encoding="utf-8"))
-    report["_markdown"] = reports[-1].with_suffix(".md").read_text(encoding="utf-8")
+    report["_folder"] = reports[-1].parent
+    report["_markdown"] = (reports[-1].parent / "report.md").read_text(encoding="utf-8")
     report["_rc"] = proc.returncode
     report["_output"] = proc.stdout[-3000:] + proc.stderr[-3000:]
     return report
@@ -64,6 +65,22 @@ def test_quick_run_succeeds_and_reports_every_benchmark(quick_report: dict[str, 
     assert machine["versions"]["piper-tts"] != "not installed"
     md = quick_report["_markdown"]
     assert "cores" in md and "noise" in md
+    assert "The peers were not run" in md  # --quick without --peers
+    for section in quick_report["sections"]:
+        assert len(section["load_avg_start"]) == 3 and len(section["load_avg_end"]) == 3
+    # The product's processes were seen and recorded as commands.
+    commands = "\n".join(c for cs in quick_report["commands"].values() for c in cs)
+    assert "duplex.worker" in commands and "duplex.orchestrator" in commands
+
+
+def test_quick_run_draws_the_plots_its_sections_have_data_for(
+    quick_report: dict[str, Any],
+) -> None:
+    folder: Path = quick_report["_folder"]
+    for name in ("first_audio", "throughput", "bargein", "routing", "capacity"):
+        png = folder / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"]({name}.png)" in quick_report["_markdown"]
 
 
 def test_worker_latency_measures_first_audio_throughput_and_underruns(
