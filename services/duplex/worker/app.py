@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2_grpc
 from duplex.registry.announcer import Announcer
 from duplex.registry.records import Capabilities, WorkerMetrics, WorkerRecord
 from duplex.worker.adapters.base import AdapterOptions, adapter_families
+from duplex.worker.advertise import AdvertiseError, resolve_advertise_host
 from duplex.worker.catalog import Catalog, builtin_catalog
 from duplex.worker.config import WorkerConfig
 from duplex.worker.devices import DeviceInfo, describe, detect_devices
@@ -60,6 +61,8 @@ class WorkerApp:
         self._nvml = nvml  # an object with the pynvml API (tests); None: nvidia-ml-py
         self._full_catalog = catalog
         self._port: int | None = None
+        # `auto` (the address on the route to Redis) is resolved once, at start.
+        self._advertise_host = config.worker.advertise_host
         self._device = "cpu"
         self._catalog: Catalog | None = None
         self._scheduler: SynthesisScheduler | None = None
@@ -92,7 +95,7 @@ class WorkerApp:
     @property
     def addr(self) -> str:
         """The announced address, "grpc://advertise_host:port"."""
-        return f"grpc://{self.config.worker.advertise_host}:{self.port}"
+        return f"grpc://{self._advertise_host}:{self.port}"
 
     @property
     def models(self) -> ModelManager:
@@ -129,7 +132,7 @@ class WorkerApp:
             return None
         host = self.config.worker.metrics_host
         if host in ("0.0.0.0", "::"):
-            host = self.config.worker.advertise_host  # a wildcard is no address to open
+            host = self._advertise_host  # a wildcard is no address to open
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self._metrics_port}/metrics"
@@ -139,6 +142,12 @@ class WorkerApp:
     async def start(self) -> int:
         """Load the default model, serve gRPC, announce; returns the bound port."""
         worker = self.config.worker
+        try:
+            self._advertise_host = resolve_advertise_host(
+                worker.advertise_host, self.config.redis.url, bind_host=worker.host
+            )
+        except AdvertiseError as exc:
+            raise WorkerStartupError(str(exc)) from exc
         self._device = self._log_devices(detect_devices(environ=self._environ))
         full = self._full_catalog if self._full_catalog is not None else builtin_catalog()
         self._catalog = Catalog(full.for_family(worker.adapter_type))
