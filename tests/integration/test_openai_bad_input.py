@@ -24,7 +24,9 @@ async def nothing_left(orch: OrchestratorServer) -> None:
     """Until no speech session and no routed worker stream remains (a deadline applies)."""
     runtime = orch.app.state.runtime
     async with asyncio.timeout(5):
-        while runtime.speech.hub.active or any(runtime.router.inflight().values()):
+        while True:
+            if not runtime.speech.hub.active and not any(runtime.router.inflight().values()):
+                return
             await asyncio.sleep(0.02)
 
 
@@ -42,7 +44,7 @@ def error_of(err: openai.APIStatusError) -> dict[str, Any]:
     return body
 
 
-CASES = [
+CASES: list[tuple[dict[str, Any], int, str]] = [
     ({"input": ""}, 400, "input"),
     ({"input": "   "}, 400, "input"),
     ({"input": "x" * 4097}, 400, "input"),
@@ -95,7 +97,9 @@ async def test_a_missing_or_wrong_key_is_refused_with_401(redis_url: str) -> Non
         )
         with pytest.raises(urllib.error.HTTPError) as missing:
             await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
-        served = await stream_speech(sdk(orch, api_key="right-key"), "Hello.", response_format="pcm")
+        served = await stream_speech(
+            sdk(orch, api_key="right-key"), "Hello.", response_format="pcm"
+        )
     assert isinstance(wrong, openai.AuthenticationError)
     assert error_of(wrong)["code"] == "invalid_api_key"
     assert missing.value.code == 401

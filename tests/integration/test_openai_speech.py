@@ -73,8 +73,8 @@ async def test_compressed_formats_decode_to_the_spoken_length(redis_url: str, fm
 
     async with fleet(redis_url, tone_rtf=0.0) as orch:
         got = await stream_speech(sdk(orch), TONE_TEXT, response_format=fmt)
-    with av.open(io.BytesIO(got.body)) as container:
-        samples = sum(f.samples for f in container.decode(audio=0))
+    with av.open(io.BytesIO(got.body), mode="r") as container:
+        samples = sum(int(f.samples) for f in container.decode(audio=0))
         rate = container.streams.audio[0].rate
     expected = tone_frames(TONE_TEXT) * 0.02
     assert abs(samples / rate - expected) < 0.15, (samples, rate, expected)

@@ -174,18 +174,17 @@ class _Connection:
             voice.language if voice else None,
             self._speech.config.openai.default_voice,
         )
-        refused = None
-        if chosen is None:
-            refused = ("voice_not_found", f"no live worker offers the voice {voice}")
-        elif not request.text.strip():
-            refused = ("empty_text", "the text is empty")
-        if refused is not None or chosen is None:
-            code, why = refused or ("voice_not_found", "")
-            metrics.api_requests_total.labels(api=ApiKind.WYOMING.value, status=code).inc()
+        if chosen is None or not request.text.strip():
+            code, why = (
+                ("voice_not_found", f"no live worker offers the voice {voice}")
+                if chosen is None
+                else ("empty_text", "the text is empty")
+            )
+            self._count(code)
             await self._refuse(code, why)
             return
         model_id, language = chosen
-        status = "ok"
+        counted = False
         try:
             async with self._speech.speak(
                 ApiKind.WYOMING, SpeechRequest(request.text, model_id, language, SAMPLE_RATE)
@@ -199,15 +198,22 @@ class _Connection:
                         metrics.api_first_audio_seconds.labels(api=ApiKind.WYOMING.value).observe(
                             time.monotonic() - started
                         )
+                # Counted before the last event: a client may read the metrics right after it.
+                counted = True
+                self._count("ok")
                 await self._write(AudioStop().event())
         except DuplexError as err:
-            status = err.code.value.lower()
-            await self._refuse(status, err.message)
-        except (OSError, TimeoutError):
-            status = "client_gone"
-            raise
+            counted = True
+            self._count(err.code.value.lower())
+            await self._refuse(err.code.value.lower(), err.message)
         finally:
-            metrics.api_requests_total.labels(api=ApiKind.WYOMING.value, status=status).inc()
+            if not counted:
+                self._count("client_gone")
+
+    def _count(self, status: str) -> None:
+        self._speech.metrics.api_requests_total.labels(
+            api=ApiKind.WYOMING.value, status=status
+        ).inc()
 
     async def _refuse(self, code: str, text: str) -> None:
         log.info("wyoming request refused", extra={"code": code, "why": text})
