@@ -100,14 +100,14 @@ async def pipecat(base_url: str, text: str, model: str) -> tuple[int, bytes, int
     return int(got["rate"]), bytes(pcm), int(got["frames"]), float(got["first"])
 
 
-async def main() -> None:
+def main() -> None:
     kind, base_url, out, text = sys.argv[1:5]
     model = sys.argv[5] if len(sys.argv) > 5 else "tts-1"
     client = {"livekit": livekit, "pipecat": pipecat}[kind]
-    rate, pcm, frames, first = await client(base_url, text, model)
+    rate, pcm, frames, first = asyncio.run(client(base_url, text, model))
     Path(out).write_bytes(pcm)
     print(json.dumps({"sample_rate": rate, "bytes": len(pcm), "frames": frames, "first_s": first}))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
