@@ -149,5 +149,7 @@ class Watcher:
                 args = child.cmdline()
             except psutil.Error:
                 continue
-            if args:
+            while args and not args[-1]:
+                args = args[:-1]  # redis-server pads its rewritten title with empty arguments
+            if args and "-c" not in args[1:2]:  # not `python -c ...` probes (versions, imports)
                 self._ctx.command(args)

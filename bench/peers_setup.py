@@ -1,13 +1,19 @@
-"""The peers' virtualenvs, the voice files laid out as they expect, process-tree sampling and
-the pair-by-pair ratios of the `peers` section. No product imports: unit-testable alone."""
+"""The peers' virtualenvs and versions, the voice files laid out as they expect, starting and
+stopping their servers, process-tree sampling and the pair-by-pair ratios of the `peers`
+section. No product imports: unit-testable alone."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +36,28 @@ class PeerSpec:
     name: str
     requirement: str
     check_import: str  # a module that must import once installed
+    versions: tuple[str, ...] = ()  # the packages whose versions the report records
 
 
 PEER_SPECS: tuple[PeerSpec, ...] = (
-    PeerSpec("http-server", "piper-tts[http]", "piper.http_server"),
-    PeerSpec("wyoming-piper", "wyoming-piper", "wyoming_piper"),
-    PeerSpec("pipecat", "pipecat-ai[piper]", "pipecat.services.piper.tts"),
+    PeerSpec(
+        "http-server",
+        "piper-tts[http]",
+        "piper.http_server",
+        ("piper-tts", "onnxruntime", "flask"),
+    ),
+    PeerSpec(
+        "wyoming-piper",
+        "wyoming-piper",
+        "wyoming_piper",
+        ("wyoming-piper", "wyoming", "piper-tts", "onnxruntime"),
+    ),
+    PeerSpec(
+        "pipecat",
+        "pipecat-ai[piper]",
+        "pipecat.services.piper.tts",
+        ("pipecat-ai", "piper-tts", "onnxruntime"),
+    ),
 )
 
 
@@ -204,16 +226,70 @@ def loopback_env() -> dict[str, str]:
     return env
 
 
-def python_version_of(python: Path, package: str) -> str:
-    """The installed version of ``package`` in a peer's virtualenv ('?' if unknown)."""
-    code = f"import importlib.metadata as m; print(m.version({package!r}))"
+def venv_versions(python: Path, packages: Sequence[str]) -> dict[str, str]:
+    """Python's and each package's version in a peer's virtualenv ("not installed", or "?"
+    when the interpreter could not be asked)."""
+    code = (
+        "import importlib.metadata as m, json, platform, sys\n"
+        "def v(p):\n"
+        "    try:\n"
+        "        return m.version(p)\n"
+        "    except m.PackageNotFoundError:\n"
+        "        return 'not installed'\n"
+        "print(json.dumps({'python': platform.python_version(), "
+        "**{p: v(p) for p in sys.argv[1:]}}))"
+    )
     try:
         done = subprocess.run(
-            [str(python), "-c", code], capture_output=True, text=True, timeout=30, check=False
+            [str(python), "-c", code, *packages],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
-    except subprocess.TimeoutExpired:
-        return "?"
-    return done.stdout.strip() or "?"
+        found: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, OSError, ValueError, IndexError):
+        return {"python": "?", **dict.fromkeys(packages, "?")}
+    return found
+
+
+async def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Until something accepts on 127.0.0.1:port; fails early if the process exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}:\n{log_tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        await asyncio.sleep(0.3)
+    raise TimeoutError(f"port {port} not open within {timeout_s:.0f} s")
+
+
+def log_tail(log: Path) -> str:
+    return log.read_text(encoding="utf-8", errors="replace")[-1500:]
+
+
+def launch(args: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """A peer server, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=loopback_env(), cwd=cwd
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else ""
 
 
 if __name__ == "__main__":  # pragma: no cover - manual: install every peer now

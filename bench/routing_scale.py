@@ -1,11 +1,13 @@
-"""Benchmark 3: routing decision time with 1,000 registered workers: our path (the live
-RegistryView snapshot + choose_worker, and the orchestrator's Router) against the
-deployment guide's code (KEYS worker:* + HGETALL per key + its filter/sort, per decision)."""
+"""Benchmark 3: routing decision time against the fleet's size (10 to 1,000 registered workers,
+3,000 in a full run; 1,000 in detail): our path (the live RegistryView snapshot +
+choose_worker, and the orchestrator's Router) against the deployment guide's code
+(KEYS worker:* + HGETALL per key + its filter/sort, per decision)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -27,8 +29,12 @@ from bench.report import Section, fmt
 from bench.stats import Summary, ratio, summarize
 
 NAME = "routing_scale"
-TITLE = "Routing: decision time with 1,000 registered workers (vs the guide's KEYS scan)"
-N_WORKERS = 1000
+TITLE = (
+    "Routing: decision time versus fleet size, 1,000 workers in detail (vs the guide's KEYS scan)"
+)
+N_WORKERS = 1000  # the main figures
+FLEET_SIZES = (10, 100, N_WORKERS)  # the sweep; full runs add LARGEST_FLEET
+LARGEST_FLEET = 3000
 MODEL = "piper-en-joe-medium"
 REQUEST = SessionRequest(model_id=MODEL, language="en")
 
@@ -150,62 +156,120 @@ async def wait_view(view: RegistryView, n: int, timeout_s: float) -> None:
         await view.wait_for_change(view.version, timeout=min(remaining, 1.0))
 
 
-async def run(ctx: BenchContext, section: Section) -> None:
-    n_ours = 300 if ctx.quick else 3000
-    n_guide = 5 if ctx.quick else 40
-    idle_s = 1.0 if ctx.quick else 5.0
-    redis = start_redis()
-    try:
-        ctx.progress(f"registering {N_WORKERS} workers through the Announcer")
-        records = fleet(N_WORKERS, time.time())
-        register_s = await register(redis.url, records)
-        best_queue = min(
-            r.metrics.queue_depth
-            for r in records
-            if "en" in r.capabilities.languages and MODEL in r.resident_models
-        )
+@dataclass(frozen=True)
+class FleetPoint:
+    """Decision times with ``workers`` registered, each path with the queue depth it chose."""
 
-        ctx.progress(f"our path: RegistryView snapshot + choose_worker, {n_ours} decisions")
-        settings = RoutingSettings()
-        view = RegistryView(redis.url, settings, reconcile_s=1.0)
-        sync_start = time.perf_counter()
-        await view.start()
-        try:
-            await wait_view(view, N_WORKERS, 30.0)
-            sync_s = time.perf_counter() - sync_start
-            ours, ours_queue = await time_ours(view, n_ours)
-            router_times, router_queue = await time_router(view, settings, n_ours)
+    workers: int
+    best_queue: int
+    ours: tuple[Summary, int]
+    router: tuple[Summary, int]
+    guide: tuple[Summary, int]
+    piped: tuple[Summary, int]
+    sync_s: float  # RegistryView.start() until it mirrors every worker
+    view_cpu: float  # the idle view's share of a core (measured at N_WORKERS only)
+    live: int  # members of workers:live
+
+    def decision_us(self) -> dict[str, Any]:
+        return {
+            "ours_view_choose_worker": self.ours[0].to_dict(scale=1e6, digits=1),
+            "ours_router": self.router[0].to_dict(scale=1e6, digits=1),
+            "guide_keys_hgetall": self.guide[0].to_dict(scale=1e6, digits=1),
+            "guide_keys_pipelined": self.piped[0].to_dict(scale=1e6, digits=1),
+        }
+
+
+async def measure(
+    ctx: BenchContext,
+    redis_url: str,
+    records: list[WorkerRecord],
+    n_ours: int,
+    n_guide: int,
+    idle_s: float,
+) -> FleetPoint:
+    """Every path's decision time over the ``records`` already registered."""
+    n = len(records)
+    best_queue = min(
+        r.metrics.queue_depth
+        for r in records
+        if "en" in r.capabilities.languages and MODEL in r.resident_models
+    )
+    ctx.progress(f"{n} workers: RegistryView snapshot + choose_worker, {n_ours} decisions")
+    settings = RoutingSettings()
+    view = RegistryView(redis_url, settings, reconcile_s=1.0)
+    sync_start = time.perf_counter()
+    await view.start()
+    try:
+        await wait_view(view, n, 30.0)
+        sync_s = time.perf_counter() - sync_start
+        ours = await time_ours(view, n_ours)
+        router = await time_router(view, settings, n_ours)
+        view_cpu = math.nan
+        if idle_s > 0:
             me = psutil.Process()
             cpu0 = sum(me.cpu_times()[:2])
             await asyncio.sleep(idle_s)
             view_cpu = (sum(me.cpu_times()[:2]) - cpu0) / idle_s
-        finally:
-            await view.stop()
+    finally:
+        await view.stop()
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=10.0)
+    try:
+        ctx.progress(f"{n} workers: guide's KEYS + HGETALL per key, {n_guide} decisions")
+        guide = await time_guide(client, n_guide, pipelined=False)
+        piped = await time_guide(client, n_guide, pipelined=True)
+        live = await client.zcard(keys.LIVE_INDEX)
+    finally:
+        await client.aclose()
+    return FleetPoint(n, best_queue, ours, router, guide, piped, sync_s, view_cpu, live)
 
-        client = aioredis.Redis.from_url(redis.url, decode_responses=True, socket_timeout=10.0)
-        try:
-            ctx.progress(f"guide's path: KEYS + HGETALL per key, {n_guide} decisions")
-            guide, guide_queue = await time_guide(client, n_guide, pipelined=False)
-            piped, piped_queue = await time_guide(client, n_guide, pipelined=True)
-            live = await client.zcard(keys.LIVE_INDEX)
-        finally:
-            await client.aclose()
+
+async def run(ctx: BenchContext, section: Section) -> None:
+    n_ours = 300 if ctx.quick else 3000
+    n_guide = 5 if ctx.quick else 40
+    idle_s = 1.0 if ctx.quick else 5.0
+    sizes = FLEET_SIZES if ctx.quick else (*FLEET_SIZES, LARGEST_FLEET)
+    records = fleet(max(sizes), time.time())
+    points: list[FleetPoint] = []
+    register_s = 0.0
+    redis = start_redis()
+    try:
+        for n in sizes:
+            already = points[-1].workers if points else 0
+            ctx.progress(f"{n} workers: registering {n - already} more through the Announcer")
+            spent = await register(redis.url, records[already:n])
+            if n <= N_WORKERS:
+                register_s += spent
+            # Fewer of the guide's decisions beyond 1,000 workers: each is a full scan.
+            guide_n = max(3, n_guide * N_WORKERS // n) if n > N_WORKERS else n_guide
+            idle = idle_s if n == N_WORKERS else 0.0
+            points.append(await measure(ctx, redis.url, records[:n], n_ours, guide_n, idle))
     finally:
         redis.stop()
+    main = next(p for p in points if p.workers == N_WORKERS)
+    report(ctx, section, main, points, register_s)
 
+
+def report(
+    ctx: BenchContext,
+    section: Section,
+    main: FleetPoint,
+    points: list[FleetPoint],
+    register_s: float,
+) -> None:
     table = ctx.table(
         section,
         f"Routing decision time with {N_WORKERS} workers (microseconds)",
         ["path", "decisions", "p50 us", "p95 us", "p99 us", "p50 / ours", "chosen queue_depth"],
         first_width=52,
     )
-    rows: list[tuple[str, Summary, int]] = [
-        ("ours: view.workers() + choose_worker", ours, ours_queue),
-        ("ours: Router.route + release (orchestrator path)", router_times, router_queue),
-        ("guide: KEYS worker:* + HGETALL per key + filter/sort", guide, guide_queue),
-        ("guide, HGETALLs pipelined (a kinder variant)", piped, piped_queue),
+    ours = main.ours[0]
+    rows: list[tuple[str, tuple[Summary, int]]] = [
+        ("ours: view.workers() + choose_worker", main.ours),
+        ("ours: Router.route + release (orchestrator path)", main.router),
+        ("guide: KEYS worker:* + HGETALL per key + filter/sort", main.guide),
+        ("guide, HGETALLs pipelined (a kinder variant)", main.piped),
     ]
-    for label, s, queue in rows:
+    for label, (s, queue) in rows:
         table.add(
             label,
             s.n,
@@ -215,6 +279,28 @@ async def run(ctx: BenchContext, section: Section) -> None:
             fmt(ratio(s.p50, ours.p50), 1),
             queue,
         )
+    sweep = ctx.table(
+        section,
+        "Decision time p50 / p95 (microseconds) versus fleet size",
+        [
+            "workers",
+            "ours (choose_worker)",
+            "ours (Router)",
+            "guide",
+            "guide pipelined",
+            "guide/ours",
+        ],
+    )
+    for p in points:
+        sweep.add(
+            p.workers,
+            *(
+                f"{fmt(s.p50 * 1e6, 1)} / {fmt(s.p95 * 1e6, 1)}"
+                for s, _ in (p.ours, p.router, p.guide, p.piped)
+            ),
+            fmt(ratio(p.guide[0].p50, p.ours[0].p50), 0),
+        )
+    guide = main.guide[0]
     section.target(
         f"routing decision with {N_WORKERS} workers faster than the guide's KEYS + HGETALL scan",
         f"p50 {ours.p50 * 1e6:.0f} us vs {guide.p50 * 1e3:.1f} ms "
@@ -224,34 +310,45 @@ async def run(ctx: BenchContext, section: Section) -> None:
     section.notes += [
         f"{N_WORKERS} workers (Piper en, Kokoro ja, tone en+ja; 70% with their models resident; "
         f"random queue depths) registered with the product's Announcer in {register_s:.2f} s; "
-        f"`workers:live` holds {live}. The lowest queue depth among eligible resident workers "
-        f"is {best_queue}: both paths should choose it.",
-        f"The view needed {sync_s * 1000:.0f} ms from start() to mirror all {N_WORKERS} "
+        f"`workers:live` holds {main.live}. The lowest queue depth among eligible resident "
+        f"workers is {main.best_queue}: both paths should choose it.",
+        f"The view needed {main.sync_s * 1000:.0f} ms from start() to mirror all {N_WORKERS} "
         "workers. Its price is paid in the background: with no changes, the view's reconcile "
-        f"(every 1 s, a pipelined read of the whole index) cost {view_cpu * 100:.1f}% of a "
+        f"(every 1 s, a pipelined read of the whole index) cost {main.view_cpu * 100:.1f}% of a "
         "core in this process.",
         "Request: language en, model piper-en-joe-medium, strategy least_loaded with "
         "prefer_resident_models. The guide's path runs per decision, as its code does.",
+        "Fleet sizes: the same fleet registered step by step ("
+        + ", ".join(str(p.workers) for p in points)
+        + " workers); each step starts a fresh view.",
     ]
     section.data = {
         "workers": N_WORKERS,
         "register_s": round(register_s, 3),
-        "view_sync_ms": round(sync_s * 1000, 1),
-        "view_background_cpu_fraction": round(view_cpu, 4),
-        "decision_us": {
-            "ours_view_choose_worker": ours.to_dict(scale=1e6, digits=1),
-            "ours_router": router_times.to_dict(scale=1e6, digits=1),
-            "guide_keys_hgetall": guide.to_dict(scale=1e6, digits=1),
-            "guide_keys_pipelined": piped.to_dict(scale=1e6, digits=1),
-        },
+        "view_sync_ms": round(main.sync_s * 1000, 1),
+        "view_background_cpu_fraction": round(main.view_cpu, 4),
+        "decision_us": main.decision_us(),
         "ratio_p50_guide_over_ours": round(ratio(guide.p50, ours.p50), 1),
-        "best_queue_depth": best_queue,
+        "best_queue_depth": main.best_queue,
         "chosen_queue_depth": {
-            "ours_view_choose_worker": ours_queue,
-            "ours_router": router_queue,
-            "guide_keys_hgetall": guide_queue,
-            "guide_keys_pipelined": piped_queue,
+            "ours_view_choose_worker": main.ours[1],
+            "ours_router": main.router[1],
+            "guide_keys_hgetall": main.guide[1],
+            "guide_keys_pipelined": main.piped[1],
         },
+        "by_fleet_size": [
+            {
+                "workers": p.workers,
+                "view_sync_ms": round(p.sync_s * 1000, 1),
+                "decision_us": p.decision_us(),
+                "best_queue_depth": p.best_queue,
+                "chosen_queue_depth": {
+                    "ours_view_choose_worker": p.ours[1],
+                    "guide_keys_hgetall": p.guide[1],
+                },
+            }
+            for p in points
+        ],
     }
 
 

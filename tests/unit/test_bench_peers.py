@@ -4,10 +4,15 @@ rule. Nothing here installs a peer."""
 from __future__ import annotations
 
 import math
+import platform
+import sys
 from pathlib import Path
 
 import pytest
 
+from bench.context import BenchContext
+from bench.passes import PassResult
+from bench.peers_report import FLOOR, PIPECAT, PRODUCT, WYOMING, report
 from bench.peers_setup import (
     MARKER,
     Figures,
@@ -15,8 +20,10 @@ from bench.peers_setup import (
     cpu_per_audio,
     ensure_venv,
     pair_ratios,
+    venv_versions,
     wyoming_data_dir,
 )
+from bench.report import Section
 
 
 def test_pair_ratios_divide_ours_by_theirs_figure_by_figure() -> None:
@@ -82,3 +89,54 @@ def test_ensure_venv_reuses_a_venv_whose_marker_names_the_same_requirement(
 
     assert found == python
     assert said == []  # nothing installed, nothing announced
+
+
+def fake_pass(system: str, clients: int, p50_s: float) -> PassResult:
+    return PassResult(
+        system=system,
+        concurrency=clients,
+        first_audio_s=[p50_s * clients] * 3,
+        audio_s=10.0,
+        wall_s=2.0,
+        cpu_s=1.0,
+        peak_rss=300 * 2**20,
+    )
+
+
+def test_peers_table_lists_every_system_the_ratio_to_the_product_and_who_did_not_install(
+    tmp_path: Path,
+) -> None:
+    ctx = BenchContext(quick=True, texts=("a", "b", "c"), workdir=tmp_path)
+    section = Section(name="peers", title="Peers")
+    clients = (1, 4, 8)
+    systems = {
+        PRODUCT: {c: fake_pass(PRODUCT, c, 0.05) for c in clients},
+        FLOOR: {c: fake_pass(FLOOR, c, 0.1) for c in clients},
+        WYOMING: {c: fake_pass(WYOMING, c, 0.2) for c in (1, 4)},  # no 8-client pass
+    }
+
+    report(ctx, section, systems, {PIPECAT: "did not install: no wheel"}, {}, clients)
+
+    table = section.tables[0]
+    assert table.columns[1:4] == (
+        "sequential p50/p95 ms",
+        "4 clients p50/p95 ms",
+        "8 clients p50/p95 ms",
+    )
+    rows = {row[0]: row for row in table.rows}
+    assert set(rows) == {PRODUCT, FLOOR, WYOMING, PIPECAT}
+    assert rows[FLOOR][1] == "100/100" and rows[FLOOR][-2] == "0.50/0.50/0.50"
+    assert rows[WYOMING][3] == "-" and rows[WYOMING][-2] == "0.25/0.25/-"
+    assert rows[PIPECAT][-1] == "did not install: no wheel"
+    assert section.data["not_measured"] == {PIPECAT: "did not install: no wheel"}
+    goals = [t.goal for t in section.targets]
+    assert "first audio p50 below every peer's, sequential" in goals
+    assert all(t.ok for t in section.targets if "p50" in t.goal)
+
+
+def test_venv_versions_reads_python_and_packages_from_that_interpreter() -> None:
+    found = venv_versions(Path(sys.executable), ["pytest", "no-such-package-here"])
+
+    assert found["python"] == platform.python_version()
+    assert found["pytest"] == pytest.__version__
+    assert found["no-such-package-here"] == "not installed"
