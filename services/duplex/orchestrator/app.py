@@ -45,6 +45,7 @@ from duplex.orchestrator.transports.speech_stream import SpeechService
 from duplex.orchestrator.transports.webrtc import WebRtcTransport
 from duplex.orchestrator.transports.websocket import WebSocketTransport
 from duplex.orchestrator.wyoming_server import WyomingServer
+from duplex.registry.inflight import SharedInflight
 from duplex.registry.orchestrators import (
     MAX_SESSIONS_PUBLISHED,
     OrchestratorPublisher,
@@ -117,7 +118,13 @@ def build_app(config: OrchestratorConfig) -> Starlette:
         )
         await view.start()
         clients = WorkerClients()
-        router = Router(view, config.routing, metrics=metrics)
+        orchestrator_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # Decisions shared with the fleet's other orchestrators (fair routing across them).
+        shared = SharedInflight(
+            config.redis.url, orchestrator_id, reconcile_s=config.redis.reconcile_interval_ms / 1000
+        )
+        shared.start()
+        router = Router(view, config.routing, metrics=metrics, shared=shared)
         services = SessionServices(config=config, router=router, clients=clients, metrics=metrics)
         hub = SessionHub(services, transcriber=transcriber)
         webrtc = WebRtcTransport(hub, config, metrics) if config.transport.webrtc.enabled else None
@@ -129,7 +136,9 @@ def build_app(config: OrchestratorConfig) -> Starlette:
             config, view, clients, router, metrics, hub, WebSocketTransport(hub), webrtc,
             speech, wyoming,
         )  # fmt: skip
-        publisher = _publisher(config, runtime, lambda: getattr(app.state, "public_url", None))
+        publisher = _publisher(
+            config, runtime, lambda: getattr(app.state, "public_url", None), orchestrator_id
+        )
         publisher.start()
         holder.runtime = app.state.runtime = runtime
         _LOG.info(
@@ -146,6 +155,7 @@ def build_app(config: OrchestratorConfig) -> Starlette:
                 ("sessions", lambda: shutdown_sessions(runtime)),
                 ("speech requests", speech.close),
                 ("session publisher", publisher.stop),
+                ("shared in-flight counts", shared.stop),
                 ("worker clients", clients.close_all),
                 ("registry view", view.stop),
             ]
@@ -221,12 +231,14 @@ def build_app(config: OrchestratorConfig) -> Starlette:
 
 
 def _publisher(
-    config: OrchestratorConfig, runtime: Runtime, bound_url: Callable[[], str | None]
+    config: OrchestratorConfig,
+    runtime: Runtime,
+    bound_url: Callable[[], str | None],
+    orchestrator_id: str,
 ) -> OrchestratorPublisher:
     """Publishes this process's in-flight counts and sessions for the console."""
     ws = config.transport.websocket
     host = socket.gethostname() if ws.host in ("0.0.0.0", "::", "") else ws.host
-    orchestrator_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     url = f"http://{host}:{ws.port}"
     started_at = time.time()
     interval_s = config.redis.publish_interval_ms / 1000
