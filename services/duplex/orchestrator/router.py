@@ -11,6 +11,10 @@ shows a ``last_heartbeat`` later than the routing time plus ``heartbeat_margin_s
 for the stream to open), until the session releases it, or until the worker leaves the
 view. Without it a burst of six sessions over two idle workers would all see the same
 heartbeat and go 6/0 instead of 3/3.
+
+Several orchestrators: with a :class:`SharedInflight`, each decision is also written to Redis
+(`inflight:{worker}`) and the other orchestrators' decisions that the worker's heartbeat does
+not show yet count as well, so a burst spread over several orchestrators still splits evenly.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from duplex.orchestrator.metrics import OrchestratorMetrics
+from duplex.registry.inflight import SharedInflight
 from duplex.registry.records import RoutingSettings, WorkerRecord
 from duplex.registry.view import RegistryView
 from duplex.routing import Decision, NoWorkerAvailable, SessionRequest, choose_worker
@@ -31,6 +36,12 @@ __all__ = ["Decision", "NoWorkerAvailable", "Router", "SessionRequest"]
 class _InFlight:
     decision: Decision
     routed_at: float  # unix seconds, comparable with last_heartbeat
+
+
+@dataclass(eq=False)
+class _Shared:
+    decision: Decision
+    member: str  # its entry in `inflight:{worker}`
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class Router:
         metrics: OrchestratorMetrics | None = None,
         heartbeat_margin_s: float = 0.25,
         clock: Callable[[], float] = time.time,
+        shared: SharedInflight | None = None,
     ) -> None:
         self._view = view
         # The view already falls back to this; kept for a view that has never synced.
@@ -67,6 +79,13 @@ class Router:
         self._clock = clock
         self._cursor = 0
         self._inflight: dict[str, list[_InFlight]] = {}
+        self._shared = shared
+        self._shared_entries: dict[int, _Shared] = {}  # id(decision) -> its Redis entry
+
+    @property
+    def shared(self) -> SharedInflight | None:
+        """The in-flight counts shared with other orchestrators (None: this one alone)."""
+        return self._shared
 
     def settings(self) -> RoutingSettings:
         """The settings the next decision uses (Redis override, else the config)."""
@@ -106,6 +125,13 @@ class Router:
         candidates = [w for name, w in live.items() if name not in exclude]
         counts = {name: len(entries) for name, entries in self._inflight.items()}
         cursor = self._cursor
+        if self._shared is not None:
+            cursor += self._shared.offset(len(candidates))
+            self._shared.watch(live)
+            for name, worker in live.items():
+                others = self._shared.others(name, worker.last_heartbeat - self._margin)
+                if others:
+                    counts[name] = counts.get(name, 0) + others
         self._cursor += 1
         decision = choose_worker(
             request,
@@ -116,7 +142,11 @@ class Router:
             cursor=cursor,
         )
         name = decision.worker.name
-        self._inflight.setdefault(name, []).append(_InFlight(decision, self._clock()))
+        routed_at = self._clock()
+        self._inflight.setdefault(name, []).append(_InFlight(decision, routed_at))
+        if self._shared is not None:
+            member = self._shared.add(name, routed_at)
+            self._shared_entries[id(decision)] = _Shared(decision, member)
         if self._metrics is not None:
             self._metrics.routing_decision_seconds.observe(time.perf_counter() - started)
             self._metrics.routing_decisions_total.labels(
@@ -126,6 +156,10 @@ class Router:
 
     def release(self, decision: Decision) -> None:
         """The session routed by ``decision`` ended (or never opened): stop counting it."""
+        shared = self._shared_entries.get(id(decision))
+        if shared is not None and shared.decision is decision and self._shared is not None:
+            del self._shared_entries[id(decision)]
+            self._shared.remove(decision.worker.name, shared.member)
         entries = self._inflight.get(decision.worker.name)
         if not entries:
             return
