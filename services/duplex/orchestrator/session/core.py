@@ -43,6 +43,7 @@ from duplex.orchestrator.session.failover import (
     Link,
     StreamSpec,
 )
+from duplex.orchestrator.session.heard import SpeechRate
 from duplex.orchestrator.session.output import Cut, Output
 from duplex.orchestrator.session.receiver import read_worker_events
 from duplex.orchestrator.session.services import SessionServices
@@ -85,6 +86,7 @@ class Session:
         self._lock = asyncio.Lock()  # text forwarding, control and failover, one at a time
         self._connector = Connector(services.router, services.clients, services.metrics)
         self._failover = Failover(self, services.metrics, self._cfg.max_failovers)
+        self._speech_rate = SpeechRate()  # the voice's, across the workers that serve it
         self._out = Output(
             channel,
             services.metrics,
@@ -232,7 +234,7 @@ class Session:
             utt.done = utt.stopped = True
         self._open = None
         if self._link is not None:
-            self._link.partial_frames = 0
+            self._link.clear_partial()
         self._queue_ends()
         self._machine.fire(StateEvent.STOP)
         self._refresh()
@@ -311,6 +313,7 @@ class Session:
             self._cfg.open_timeout_s,
         )
         link = await self._connector.connect(spec, exclude=exclude, attempts=attempts)
+        link.rate = self._speech_rate
         if link.max_text_chars > 0:
             # The worker refuses a longer utterance: keep the client's limit under it.
             self._max_chars = min(self._cfg.max_text_chars, link.max_text_chars)
@@ -325,9 +328,9 @@ class Session:
             self._receiver = None
         # Else this is the receiver itself: it stays referenced (so close() can cancel it)
         # until the next receiver replaces it, and returns right after the failover.
-        # Frames of a clause the worker did not finish: the new worker says it again.
-        self._pacer.drop_tail(link.partial_frames)
-        link.partial_frames = 0
+        # A clause the worker did not finish: what arrived plays on up to a word end, and the
+        # new worker goes on from there (attach() rebases every pending utterance).
+        self._pacer.drop_tail(link.cut_partial(self._pacer.buffered))
         await link.stream.close()
         self._svc.router.release(link.decision)
         if self._link is link:

@@ -6,21 +6,27 @@ a failure (then excluding the workers that failed it). `Failover` replaces a fai
 stream: another worker gets every pending utterance from its voiced position; when no
 worker is left, or after ``max_failovers``, the session ends with the count of characters
 that were not spoken.
+
+A clause the failed worker had half sent is not said again from its start: the frames
+received of it are kept up to the last word whose audio has all arrived (the barge-in
+estimate of `heard.py`), and the next worker starts at that word's end (`Link.cut_partial`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from duplex.audio.frames import PcmFrame
+from duplex.audio.frames import PcmFrame, TextSpan
 from duplex.orchestrator.errors import DuplexError
 from duplex.orchestrator.metrics import OrchestratorMetrics
 from duplex.orchestrator.protocol import ErrorCode
 from duplex.orchestrator.router import Router
+from duplex.orchestrator.session.heard import SpeechRate, is_speech, word_end_at
 from duplex.orchestrator.session.utterance import Utterance
 from duplex.routing import Decision, NoWorkerAvailable, SessionRequest
 from duplex.workerclient import (
@@ -48,6 +54,11 @@ class Link:
     next_utt: int = 0
     by_worker_utt: dict[int, Utterance] = field(default_factory=dict)
     partial_frames: int = 0  # frames queued since the last clause end (a clause half received)
+    # The utterance and span (this stream's positions) of the clause half received, and its
+    # first and last frames with sound: a clause's rate is learned without its pauses.
+    partial: tuple[Utterance, TextSpan] | None = None
+    partial_sound: tuple[int, int] | None = None
+    rate: SpeechRate = field(default_factory=SpeechRate)  # the session's: set on connect
     last_progress: float = field(default_factory=time.monotonic)
     failed: bool = False
     max_text_chars: int = 0  # the worker's limit per utterance (0: none reported)
@@ -97,12 +108,59 @@ class Link:
 
     def frame_queued(self, utt: Utterance, frame: PcmFrame) -> None:
         """The frame is on its way to the client: the clause it ends counts as voiced."""
-        assert frame.span is not None
-        if frame.span.clause_end:
-            utt.voiced = utt.base + frame.span.end
-            self.partial_frames = 0
+        span = frame.span
+        assert span is not None
+        index = self.partial_frames
+        if is_speech(frame.pcm):
+            first = self.partial_sound[0] if self.partial_sound else index
+            self.partial_sound = (first, index)
+        if span.clause_end:
+            utt.voiced = utt.base + span.end
+            first, last = self.partial_sound or (0, index)  # no sound seen: every frame
+            self.rate.clause_voiced(span.end - span.start, last - first + 1)
+            self.clear_partial()
         else:
             self.partial_frames += 1
+            self.partial = (utt, span)
+
+    def clear_partial(self) -> None:
+        self.partial_frames = 0
+        self.partial = None
+        self.partial_sound = None
+
+    def cut_partial(self, buffered: int) -> int:
+        """The stream failed with a clause half received: keep its frames up to the last word
+        whose audio has all arrived, and move that utterance's voiced position there, so the
+        next worker goes on from that word. ``buffered``: frames not yet sent to the client
+        (the newest ones). Returns how many of the newest frames to drop.
+
+        Frames already sent stay heard: when the listener is past the chosen word end
+        (inside a word whose audio has not all arrived), the next worker repeats only that
+        part of a word, never a whole clause.
+        """
+        frames, partial, sound = self.partial_frames, self.partial, self.partial_sound
+        self.clear_partial()
+        if frames == 0 or partial is None:
+            return 0
+        utt, span = partial
+        sent = frames - min(frames, buffered)
+        start, end = utt.base + span.start, utt.base + span.end
+        lead = sound[0] if sound is not None else 0  # silence before the first word
+        # The speech so far spread over the clause at the voice's rate (pauses left out);
+        # the clause has not ended, so it never counts as whole.
+        spoken = frames - lead
+        total = max(spoken + 1, self.rate.frames_for(end - start))
+        resume = word_end_at(utt.text, start, end, spoken, total)
+        keep = lead + math.ceil((resume - start) / max(end - start, 1) * total)
+        keep = min(frames, max(keep, sent))
+        if resume > utt.voiced:
+            utt.voiced = resume
+        log.info(
+            "failover resumes mid-clause",
+            extra={"worker": self.worker, "clause": utt.text[start:end], "frames": frames,
+                   "sent": sent, "estimated_frames": total, "resume_at": resume, "kept": keep},
+        )  # fmt: skip
+        return frames - keep
 
     def utterance_ended(self, end: WorkerUtteranceEnd) -> Utterance | None:
         """The utterance the worker finished; None when it had already ended here (STOP)."""
@@ -114,7 +172,7 @@ class Link:
             raise WorkerStreamError(self.worker, "the worker stopped an utterance by itself")
         utt.voiced = utt.base + end.voiced_length
         utt.done = True
-        self.partial_frames = 0
+        self.clear_partial()
         return utt
 
     def owes_audio(self, pending: Iterable[Utterance]) -> bool:
@@ -263,6 +321,7 @@ class Failover:
             return None
         first = failed.worker
         link = failed
+        began = time.monotonic()
         while True:
             link.failed = True
             self._failed.add(link.worker)
@@ -289,6 +348,7 @@ class Failover:
             self._metrics.failovers_total.inc()
             log.info(
                 "session failed over",
-                extra={"session_id": session.session_id, "from": first, "to": link.worker},
-            )
+                extra={"session_id": session.session_id, "from": first, "to": link.worker,
+                       "took_ms": round((time.monotonic() - began) * 1000, 1)},
+            )  # fmt: skip
             return link.worker

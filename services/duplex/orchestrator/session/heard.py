@@ -4,9 +4,10 @@ Frames carry the bounds of the clause they voice (client positions). A frame tha
 clause proves the clause was heard to its end (precision ``clause``). Within a clause the
 position is estimated by spreading the clause's audio over its characters: frames heard
 of the clause out of the clause's frames (known once its last frame has arrived; until
-then estimated from its length at a typical speaking rate), snapped back to the last
-whole word (precision ``estimate``). No adapter here emits phoneme alignments, so
-``alignment`` is never claimed.
+then estimated from its length at the voice's speaking rate, `SpeechRate`), snapped back
+to the last whole word (precision ``estimate``). No adapter here emits phoneme
+alignments, so ``alignment`` is never claimed. Failover uses the same estimate
+(`word_end_at`) to resume a clause cut mid-way from its last word fully received.
 """
 
 from __future__ import annotations
@@ -18,9 +19,51 @@ from dataclasses import dataclass
 from duplex.audio.frames import FRAME_MS, PcmFrame, TextSpan
 from duplex.orchestrator.protocol import HeardPrecision
 
-# About 15 characters a second: English speech, used only before a clause's end arrived.
+# About 15 characters a second: English speech, used until a whole clause has been voiced.
 CHARS_PER_FRAME = 0.3
 _KEEP_SENT = 64  # more than any transport buffers
+_RATE_MIN_CHARS = 8  # a clause shorter than this says little about the speaking rate
+
+
+class SpeechRate:
+    """Characters per 20 ms frame of the voice at hand, learned from the whole clauses it
+    voiced (the fixed English rate until one arrived): voices and languages differ by
+    half or more, and an estimate within a clause is only as good as this rate."""
+
+    def __init__(self, default: float = CHARS_PER_FRAME) -> None:
+        self._default = default
+        self._chars = 0
+        self._frames = 0
+
+    def clause_voiced(self, chars: int, frames: int) -> None:
+        if chars >= _RATE_MIN_CHARS and frames > 0:
+            self._chars += chars
+            self._frames += frames
+
+    @property
+    def chars_per_frame(self) -> float:
+        return self._chars / self._frames if self._frames else self._default
+
+    def frames_for(self, chars: int) -> int:
+        """Frames a clause of ``chars`` characters is expected to take."""
+        return max(1, math.ceil(chars / self.chars_per_frame))
+
+
+# High bytes of s16le samples with |x| < 512 (about -36 dBFS): quiet.
+_QUIET_HIGH_BYTES = bytes((0x00, 0x01, 0xFE, 0xFF))
+
+
+def is_speech(pcm: bytes) -> bool:
+    """Whether a frame holds sound above -36 dBFS, from every 16th sample's high byte (a C
+    loop: this runs on every frame of every session, so no numpy and no per-sample work)."""
+    return bool(pcm[1::32].translate(None, _QUIET_HIGH_BYTES))
+
+
+def word_end_at(text: str, start: int, end: int, frames: int, total: int) -> int:
+    """The end of the last whole word within ``frames`` of the ``total`` frames of the clause
+    ``text[start:end]`` (the clause's audio spread evenly over its characters)."""
+    share = min(1.0, frames / max(total, 1))
+    return _word_end(text, start, start + share * (end - start))
 
 
 @dataclass
@@ -49,11 +92,14 @@ class HeardTracker:
         self._sent: collections.deque[tuple[TextSpan, int]] = collections.deque(maxlen=_KEEP_SENT)
         self._sent_in_clause: dict[tuple[int, int], int] = {}
         self._utterance_frames: dict[int, int] = {}
+        self.rate = SpeechRate()
 
     def arrived(self, span: TextSpan) -> None:
         clause = self._clauses.setdefault((span.utterance, span.start), _Clause(span.end))
         clause.arrived += 1
-        clause.complete = clause.complete or span.clause_end
+        if span.clause_end and not clause.complete:
+            clause.complete = True
+            self.rate.clause_voiced(span.end - span.start, clause.arrived)
 
     def sent(self, frame: PcmFrame) -> None:
         span = frame.span
@@ -102,9 +148,8 @@ class HeardTracker:
             clause = self._clauses.get((span.utterance, span.start), _Clause(span.end))
             total = clause.arrived
             if not clause.complete:
-                total = max(total, math.ceil((span.end - span.start) / CHARS_PER_FRAME))
-            share = (k + 1) / max(total, k + 1)
-            chars = _word_end(text, span.start, span.start + share * (span.end - span.start))
+                total = max(total, self.rate.frames_for(span.end - span.start))
+            chars = word_end_at(text, span.start, span.end, k + 1, max(total, k + 1))
             precision = HeardPrecision.ESTIMATE
         return Heard(span.utterance, at_ms, chars, text[:chars], precision)
 
