@@ -32,6 +32,7 @@ if __package__ in (None, ""):
 
 from bench import (
     bargein_latency,
+    openai_latency,
     orchestrator_latency,
     peers,
     routing_scale,
@@ -65,6 +66,7 @@ class Benchmark:
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark.of(worker_latency, 600.0),
     Benchmark.of(orchestrator_latency, 420.0),
+    Benchmark.of(openai_latency, 300.0),
     Benchmark.of(routing_scale, 180.0),
     Benchmark.of(tone_capacity, 300.0),
     Benchmark.of(bargein_latency, 240.0),
