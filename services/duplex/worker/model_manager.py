@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from enum import Enum
 from types import TracebackType
 
 from duplex.worker.adapters.base import Adapter, AdapterOptions, Voice, adapter_for
-from duplex.worker.catalog import Catalog, ModelSpec, UnknownModel
-from duplex.worker.metrics import WorkerPromMetrics, load_outcome
+from duplex.worker.catalog import Catalog, LocalPiperVoice, ModelDir, ModelSpec, UnknownModel
+from duplex.worker.metrics import LoadOutcome, WorkerPromMetrics, load_outcome
 
 __all__ = [
     "CapacityExhausted",
@@ -27,6 +28,7 @@ __all__ = [
     "ModelLoadFailed",
     "ModelManager",
     "ModelManagerConfig",
+    "ModelOutOfMemory",
     "UnknownModel",
 ]
 
@@ -64,6 +66,20 @@ class ModelLoadFailed(Exception):
         super().__init__(f"failed to load model {model_id!r}: {reason}")
 
 
+class ModelOutOfMemory(CapacityExhausted, ModelLoadFailed):
+    """The load ran out of (GPU or host) memory; the model is left unloaded.
+
+    A CapacityExhausted, so the servicer answers RESOURCE_EXHAUSTED (the orchestrator
+    tries another worker) rather than UNAVAILABLE."""
+
+    def __init__(self, model_id: str, reason: str) -> None:
+        self.model_id = model_id
+        self.reason = reason
+        self.cap = 0
+        self.busy = ()
+        Exception.__init__(self, f"out of memory loading model {model_id!r}: {reason}")
+
+
 @dataclass(frozen=True)
 class ModelManagerConfig:
     """The guide's ``model_manager:`` section (times in milliseconds)."""
@@ -75,6 +91,8 @@ class ModelManagerConfig:
     min_residency_ms: int = 120_000
     max_parallel_loads: int = 1
     warmup_text: str = "Warming up."
+    voices: tuple[LocalPiperVoice, ...] = ()  # the operator's own Piper voices
+    model_dirs: tuple[ModelDir, ...] = ()  # GPU models' weights (else XTTS_MODEL_DIR, ...)
 
     def __post_init__(self) -> None:
         if self.resident_cap < 1:
@@ -377,13 +395,17 @@ class ModelManager:
             raise
         except Exception as exc:
             self._remove(slot)
+            await asyncio.to_thread(release_cuda_cache)  # what a failed (OOM) load left
             if self._metrics is not None:
                 self._metrics.model_load_failed(spec.model_id, load_outcome(exc))
             _LOG.error(
                 "model load failed",
                 extra={"model_id": spec.model_id, "error": f"{type(exc).__name__}: {exc}"},
             )
-            raise ModelLoadFailed(spec.model_id, f"{type(exc).__name__}: {exc}") from exc
+            reason = f"{type(exc).__name__}: {exc}"
+            if load_outcome(exc) is LoadOutcome.OOM:
+                raise ModelOutOfMemory(spec.model_id, reason) from exc
+            raise ModelLoadFailed(spec.model_id, reason) from exc
         slot.voice = voice
         slot.state = _State.RESIDENT
         slot.load_ms = load_ms
@@ -434,6 +456,20 @@ class ModelManager:
                     await asyncio.to_thread(voice.close)
                 except Exception:  # the model is gone from the manager either way
                     _LOG.exception("closing model failed", extra={"model_id": slot.spec.model_id})
+        if slots:
+            await asyncio.to_thread(release_cuda_cache)
+
+
+def release_cuda_cache() -> None:
+    """Hand torch's cached GPU blocks back to the driver after a model is dropped.
+
+    Only when an adapter has imported torch: a CPU worker never loads it."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    with contextlib.suppress(Exception):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _retrieve_exception(task: asyncio.Task[None]) -> None:
