@@ -14,123 +14,58 @@ import math
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import psutil
 from duplex.devtools.redis_server import start_redis
-from prometheus_client.parser import text_string_to_metric_families
 
+from bench.capacity_steps import (
+    JITTER_BOUND_S,
+    LATENESS_METRIC,
+    REALTIME_SHARE,
+    CpuMeter,
+    Window,
+    first_audio,
+    load_step,
+    scrape,
+    stream_stats,
+)
 from bench.context import BenchContext
 from bench.grpc_client import stream_arrivals
 from bench.procs import (
     GRPC_OPTIONS,
-    ManagedProcess,
     OrchestratorProcess,
     WorkerSpec,
     fresh_metrics,
-    http_get,
     start_orchestrator,
     start_worker,
 )
 from bench.report import Section, fmt, verdict
-from bench.stats import (
-    fraction_at_most,
-    histogram_quantile,
-    inter_arrival_deviations,
-    subtract_buckets,
-    summarize,
-)
-from bench.ws_client import stream_arrivals_ws
+from bench.stats import summarize
 
 NAME = "tone_capacity"
 TITLE = "Capacity with the tone voice: one worker's streams, one orchestrator's sessions"
 TONE_MODEL = "tone-fast"  # synthesis costs ~nothing: what is measured is framing, pacing, I/O
+FIXED_MODEL = "tone-rt02"  # real-time factor 0.2: a worker of fixed speed (sleeps, no CPU)
+FIXED_THREADS = 10  # ... with 10 synthesis threads: 10 / 0.2 = 50 real-time sessions
 FRAME_S = 0.020
-# 60 ms of tone per character: ~18 s of audio, longer than any ramp + window below.
-TONE_TEXT = "This is a steady test tone. " * 11
-JITTER_BOUND_S = 0.010
-REALTIME_SHARE = 0.95  # frames received / frames a real-time stream delivers in the window
-LATENESS_METRIC = "duplex_orch_frame_send_lateness_seconds"
+# 60 ms of tone per character, clause by clause: ~40 s of audio, longer than any ramp + window.
+TONE_TEXT = "This is a steady test tone. " * 24
+STEPS = (50, 100, 150, 200, 250, 300, 350, 400, 500)
+PROFILE_AT = 100  # py-spy the orchestrator during this step (when py-spy is installed)
+__all__ = [
+    "JITTER_BOUND_S",
+    "LATENESS_METRIC",
+    "REALTIME_SHARE",
+    "CpuMeter",
+    "Window",
+    "in_window",
+    "scrape",
+]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Window:
-    """The measured part of a load step, in time.perf_counter() seconds."""
-
-    start: float
-    end: float
-
-    @property
-    def seconds(self) -> float:
-        return self.end - self.start
-
-    def frames(self, arrivals: Sequence[float]) -> list[float]:
-        return [t for t in arrivals if self.start <= t < self.end]
-
-
-@dataclass(frozen=True)
-class StreamStats:
-    streams: int
-    failed: int
-    frames: int
-    expected: float
-    jitter_p99_s: float
-    worst_share: float
-
-    @property
-    def share(self) -> float:
-        return self.frames / self.expected if self.expected else math.nan
-
-
-def stream_stats(results: Sequence[list[float] | BaseException], window: Window) -> StreamStats:
-    """Frames inside the window, per stream and in all, and the client-side jitter
-    (|inter-arrival - 20 ms|) over every stream's frames in the window."""
-    deviations: list[float] = []
-    frames = 0
-    failed = 0
-    worst = math.inf
-    expected_each = window.seconds / FRAME_S
-    for result in results:
-        if isinstance(result, BaseException):
-            failed += 1
-            worst = 0.0
-            continue
-        inside = window.frames(result)
-        frames += len(inside)
-        worst = min(worst, len(inside) / expected_each)
-        deviations += inter_arrival_deviations(inside, FRAME_S)
-    return StreamStats(
-        streams=len(results),
-        failed=failed,
-        frames=frames,
-        expected=expected_each * len(results),
-        jitter_p99_s=summarize(deviations).p99,
-        worst_share=0.0 if math.isinf(worst) else worst,
-    )
-
-
-class CpuMeter:
-    """CPU seconds of some processes between two marks."""
-
-    def __init__(self, processes: dict[str, psutil.Process]) -> None:
-        self._procs = processes
-        self._start: dict[str, float] = {}
-        self.used: dict[str, float] = {}
-
-    def _now(self) -> dict[str, float]:
-        return {k: float(sum(p.cpu_times()[:2])) for k, p in self._procs.items()}
-
-    def mark_start(self) -> None:
-        self._start = self._now()
-
-    def mark_end(self) -> None:
-        now = self._now()
-        self.used = {k: now[k] - self._start.get(k, now[k]) for k in now}
 
 
 Mark = Callable[[], Awaitable[None]]
@@ -248,152 +183,212 @@ async def worker_streams(
     }
 
 
-def lateness_buckets(exposition: bytes) -> list[tuple[float, float]]:
-    """The cumulative buckets of the orchestrator's frame send lateness histogram."""
-    for family in text_string_to_metric_families(exposition.decode("utf-8")):
-        if family.name == LATENESS_METRIC:
-            return [
-                (float(s.labels["le"]), float(s.value))
-                for s in family.samples
-                if s.name.endswith("_bucket")
-            ]
-    return []
+async def start_workers(
+    count: int, model: str, redis_url: str, workdir: Path, stack: contextlib.ExitStack, **keys: Any
+) -> dict[str, psutil.Process]:
+    procs: dict[str, psutil.Process] = {}
+    for i in range(count):
+        w = await start_worker(
+            WorkerSpec(
+                name=f"bench-{model}-{count}-{i}",
+                adapter_type="tone",
+                default_model_id=model,
+                extra_worker_keys=keys,
+            ),
+            redis_url,
+            workdir,
+        )
+        stack.callback(w.managed.stop)
+        procs[f"worker {i}"] = psutil.Process(w.managed.process.pid)
+    return procs
 
 
-async def scrape(orch: OrchestratorProcess) -> list[tuple[float, float]]:
-    status, body = await asyncio.to_thread(http_get, f"{orch.http_url}/metrics", 5.0)
-    if status != 200:
-        raise RuntimeError(f"GET /metrics answered {status}")
-    return lateness_buckets(body)
+async def sweep(
+    ctx: BenchContext,
+    orch: OrchestratorProcess,
+    steps: Sequence[int],
+    *,
+    window_s: float,
+    model: str,
+    workdir: Path,
+    workers: dict[str, psutil.Process],
+    label: str,
+    profile_at: int | None = None,
+) -> list[dict[str, Any]]:
+    """Step the session count up until a step misses."""
+    rows: list[dict[str, Any]] = []
+    for sessions in steps:
+        ctx.progress(f"{label}: {sessions} sessions, {window_s:.0f} s window")
+        row = await load_step(
+            orch,
+            sessions,
+            window_s,
+            text=TONE_TEXT,
+            model_id=model,
+            workdir=workdir,
+            others=workers,
+            profile=sessions == profile_at,
+        )
+        rows.append(row)
+        if not row["held"]:
+            break
+        await asyncio.sleep(1.0)  # let the sessions close before the next step
+    return rows
 
 
-async def orchestrator_step(
-    orch: OrchestratorProcess, managed: ManagedProcess, sessions: int, window_s: float
-) -> dict[str, Any]:
-    ramp_s = 2.0 + sessions * 0.02
-    start = time.perf_counter()
-    window = Window(start + ramp_s, start + ramp_s + window_s)
-    meter = CpuMeter(
-        {"orchestrator": psutil.Process(managed.process.pid), "client": psutil.Process()}
-    )
-    scrapes: list[list[tuple[float, float]]] = []
+def largest_held(rows: Sequence[dict[str, Any]]) -> int:
+    return max((r["sessions"] for r in rows if r["held"]), default=0)
 
-    async def mark_start() -> None:
-        scrapes.append(await scrape(orch))
-        meter.mark_start()
 
-    async def mark_end() -> None:
-        meter.mark_end()
-        scrapes.append(await scrape(orch))
+def worker_cpu(row: dict[str, Any]) -> float:
+    total: float = sum(v for k, v in row["cpu_percent"].items() if k.startswith("worker"))
+    return round(total, 1)
 
-    results = await measured(
-        window,
-        mark_start,
-        mark_end,
-        [
-            stream_arrivals_ws(orch.ws_url, TONE_TEXT, model_id=TONE_MODEL, until=window.end)
-            for _ in range(sessions)
-        ],
-    )
-    arrivals: list[list[float] | BaseException] = []
-    workers: dict[str, int] = {}
-    errors: list[str] = []
-    for r in results:
-        if isinstance(r, BaseException):
-            arrivals.append(r)
-            errors.append(f"{type(r).__name__}: {r}")
-        else:
-            worker, times = r
-            workers[worker] = workers.get(worker, 0) + 1
-            arrivals.append(times)
-    stats = stream_stats(arrivals, window)
-    buckets = subtract_buckets(scrapes[1], scrapes[0]) if len(scrapes) == 2 and scrapes[1] else []
-    within = fraction_at_most(buckets, JITTER_BOUND_S) if buckets else math.nan
-    p99 = histogram_quantile(buckets, 0.99) if buckets else math.nan
-    held = (
-        not math.isnan(within)
-        and within >= 0.99
-        and stats.share >= REALTIME_SHARE
-        and stats.failed == 0
-    )
-    return {
-        "sessions": sessions,
-        "send_lateness_p99_ms": None if math.isnan(p99) else round(p99 * 1000, 2),
-        "share_within_10ms": None if math.isnan(within) else round(within, 4),
-        "client_jitter_p99_ms": None
-        if math.isnan(stats.jitter_p99_s)
-        else round(stats.jitter_p99_s * 1000, 2),
-        "received_share": round(stats.share, 4),
-        "worst_session_share": round(stats.worst_share, 4),
-        "orchestrator_cpu_percent": round(
-            meter.used.get("orchestrator", math.nan) / window_s * 100, 1
-        ),
-        "client_cpu_percent": round(meter.used.get("client", math.nan) / window_s * 100, 1),
-        "failed": stats.failed,
-        "errors": errors[:3],
-        "workers": workers,
-        "held": held,
-    }
+
+async def latency_at_low_load(ctx: BenchContext, orch: OrchestratorProcess) -> dict[str, Any]:
+    texts = ctx.bench_texts()
+    await first_audio(orch.ws_url, texts[: ctx.warmups], 1, TONE_MODEL)
+    out: dict[str, Any] = {}
+    for clients in (1, 4):
+        ctx.progress(f"first audio: {clients} client(s), {len(texts)} texts each")
+        s = summarize(
+            [x * 1000 for x in await first_audio(orch.ws_url, texts, clients, TONE_MODEL)]
+        )
+        out[str(clients)] = {"n": s.n, "p50_ms": round(s.p50, 1), "p95_ms": round(s.p95, 1)}
+    return out
 
 
 async def orchestrator_sessions(
     ctx: BenchContext, section: Section, redis_url: str, workdir: Path
 ) -> dict[str, Any]:
-    steps = (5,) if ctx.quick else (10, 25, 50, 75, 100, 150, 200)
+    steps = (5,) if ctx.quick else STEPS
     window_s = 3.0 if ctx.quick else 8.0
     ctx.progress("starting two tone workers and the orchestrator")
-    stack = contextlib.ExitStack()
-    rows: list[dict[str, Any]] = []
-    try:
-        for i in range(2):
-            w = await start_worker(
-                WorkerSpec(
-                    name=f"bench-tone-{i}", adapter_type="tone", default_model_id=TONE_MODEL
-                ),
-                redis_url,
-                workdir,
-            )
-            stack.callback(w.managed.stop)
+    with contextlib.ExitStack() as stack:
+        workers = await start_workers(2, TONE_MODEL, redis_url, workdir, stack)
         orch = await start_orchestrator(redis_url, workdir, max_connections=max(steps) + 50)
         stack.callback(orch.managed.stop)
-        table = ctx.table(
-            section,
-            f"(b) One orchestrator, two {TONE_MODEL} workers: sessions held at real time "
-            "with p99 send lateness <= 10 ms",
-            [
-                "sessions",
-                "send lateness p99 ms",
-                "share <= 10 ms",
-                "client p99 jitter ms",
-                "received/expected",
-                "orch CPU %",
-                "client CPU %",
-                "failed",
-                "verdict",
-            ],
+        low = await latency_at_low_load(ctx, orch)
+        rows = await sweep(
+            ctx,
+            orch,
+            steps,
+            window_s=window_s,
+            model=TONE_MODEL,
+            workdir=workdir,
+            workers=workers,
+            label="orchestrator",
+            profile_at=None if ctx.quick else PROFILE_AT,
         )
-        for sessions in steps:
-            ctx.progress(f"orchestrator: {sessions} sessions, {window_s:.0f} s window")
-            row = await orchestrator_step(orch, orch.managed, sessions, window_s)
-            rows.append(row)
-            table.add(
-                sessions,
-                fmt(row["send_lateness_p99_ms"], 1),
-                fmt(row["share_within_10ms"], 3),
-                fmt(row["client_jitter_p99_ms"], 1),
-                fmt(row["received_share"], 3),
-                fmt(row["orchestrator_cpu_percent"]),
-                fmt(row["client_cpu_percent"]),
-                row["failed"],
-                verdict(row["held"]),
+    table = ctx.table(
+        section,
+        f"(b) One orchestrator, two {TONE_MODEL} workers: sessions held at real time "
+        "with p99 send lateness <= 10 ms (load generator in its own process)",
+        [
+            "sessions",
+            "send lateness p99 ms",
+            "share <= 10 ms",
+            "client p99 jitter ms",
+            "received/expected",
+            "orch CPU %",
+            "load gen CPU %",
+            "workers CPU %",
+            "load avg 1m",
+            "failed",
+            "verdict",
+        ],
+    )
+    for row in rows:
+        table.add(
+            row["sessions"],
+            fmt(row["send_lateness_p99_ms"], 1),
+            fmt(row["share_within_10ms"], 3),
+            fmt(row["client_jitter_p99_ms"], 1),
+            fmt(row["received_share"], 3),
+            fmt(row["orchestrator_cpu_percent"]),
+            fmt(row["client_cpu_percent"]),
+            fmt(worker_cpu(row)),
+            fmt(row["load_average"][0], 2),
+            row["failed"],
+            verdict(row["held"]),
+        )
+    fa = ctx.table(
+        section,
+        "(b) First audio at low load (same stack, before the steps)",
+        ["clients", "utterances", "p50 ms", "p95 ms"],
+    )
+    for clients, s in low.items():
+        fa.add(clients, s["n"], fmt(s["p50_ms"], 1), fmt(s["p95_ms"], 1))
+    profiled = next((r for r in rows if "profile" in r), None)
+    if profiled is not None:
+        prof = ctx.table(
+            section,
+            f"(b) Orchestrator profile at {profiled['sessions']} sessions (py-spy, % of samples)",
+            ["rank", "own %", "function (own samples)", "incl %", "function (inclusive)"],
+            first_width=4,
+        )
+        own, incl = profiled["profile"]["own"], profiled["profile"]["inclusive"]
+        for i in range(min(len(own), len(incl), 12)):
+            prof.add(i + 1, own[i][1], own[i][0], incl[i][1], incl[i][0])
+    return {
+        "steps": rows,
+        "largest_held": largest_held(rows),
+        "window_s": window_s,
+        "first_audio": low,
+    }
+
+
+async def fixed_speed_workers(
+    ctx: BenchContext, section: Section, redis_url: str, workdir: Path
+) -> dict[str, Any]:
+    """Capacity with 1, 2 and 4 workers of fixed speed: linear until the orchestrator limits."""
+    per_worker = int(FIXED_THREADS / 0.2)
+    table = ctx.table(
+        section,
+        f"(c) Workers of fixed speed ({FIXED_MODEL}, {FIXED_THREADS} synthesis threads each: "
+        f"{per_worker} real-time sessions per worker at most)",
+        [
+            "workers",
+            "largest held",
+            "per worker",
+            "at the miss: p99 ms",
+            "received/expected",
+            "orch CPU %",
+        ],
+    )
+    out: dict[str, Any] = {}
+    for count in (1, 2, 4):
+        nominal = count * per_worker
+        steps = [int(nominal * f) for f in (0.5, 0.8, 1.0, 1.2)]
+        with contextlib.ExitStack() as stack:
+            workers = await start_workers(
+                count, FIXED_MODEL, redis_url, workdir, stack, inference_threads=FIXED_THREADS
             )
-            if not row["held"]:
-                break
-            await asyncio.sleep(1.0)  # let the sessions close before the next step
-    finally:
-        stack.close()
-    passing = [r["sessions"] for r in rows if r["held"]]
-    return {"steps": rows, "largest_held": max(passing) if passing else 0, "window_s": window_s}
+            orch = await start_orchestrator(redis_url, workdir, max_connections=max(steps) + 50)
+            stack.callback(orch.managed.stop)
+            rows = await sweep(
+                ctx,
+                orch,
+                steps,
+                window_s=8.0,
+                model=FIXED_MODEL,
+                workdir=workdir,
+                workers=workers,
+                label=f"{count} workers",
+            )
+        held = largest_held(rows)
+        miss = next((r for r in rows if not r["held"]), None)
+        table.add(
+            count,
+            held,
+            fmt(held / count),
+            fmt(miss["send_lateness_p99_ms"], 1) if miss else "-",
+            fmt(miss["received_share"], 3) if miss else "-",
+            fmt(miss["orchestrator_cpu_percent"]) if miss else "-",
+        )
+        out[str(count)] = {"largest_held": held, "steps": rows}
+        await asyncio.sleep(2.0)  # the previous workers' records expire from Redis
+    return out
 
 
 async def run(ctx: BenchContext, section: Section) -> None:
@@ -403,6 +398,9 @@ async def run(ctx: BenchContext, section: Section) -> None:
             workdir = Path(tmp)
             streams = await worker_streams(ctx, section, redis.url, workdir)
             orch = await orchestrator_sessions(ctx, section, redis.url, workdir)
+            fixed = (
+                None if ctx.quick else await fixed_speed_workers(ctx, section, redis.url, workdir)
+            )
     finally:
         redis.stop()
     largest = orch["largest_held"]
@@ -414,26 +412,34 @@ async def run(ctx: BenchContext, section: Section) -> None:
         streams["failed"] == 0 and streams["received_share"] >= REALTIME_SHARE,
     )
     section.target(
-        "orchestrator sessions at real time with p99 send lateness <= 10 ms",
+        "orchestrator sessions at real time with p99 send lateness <= 10 ms: >= 300",
         f"largest step held: {largest}"
         + (
             f" (at {missed[0]['sessions']}: p99 {fmt(missed[0]['send_lateness_p99_ms'], 1)} ms)"
             if missed
             else " (every step held)"
         ),
-        largest > 0,
+        largest >= 300 or (ctx.quick and largest > 0),
     )
     section.notes += [
         f"Tone model {TONE_MODEL} (real-time factor 0: synthesis costs nothing), so these figures "
-        "are the cost of sessions, framing, pacing and transport. Every stream speaks an ~18 s "
+        "are the cost of sessions, framing, pacing and transport. Every stream speaks a ~40 s "
         "utterance; only frames inside the window (after the ramp) count.",
         f"(a) CPU % is of one core: {streams['cpu_percent_per_stream']}% per stream; the client "
         "(this bench process) shares the 2 cores with the worker.",
         f"(b) A step holds when the orchestrator's own `{LATENESS_METRIC}` shows >= 99% of the "
         f"window's frames sent within 10 ms of their real-time deadline (p99 <= 10 ms), clients "
         f"received >= {REALTIME_SHARE:.0%} of the real-time frame count, and no session failed. "
-        "Client-side jitter (|inter-arrival - 20 ms|, p99) is shown beside it: it includes the "
-        "bench client's own scheduling on the same 2 cores. Steps stop at the first miss.",
+        "The sessions come from a lean load generator (`bench/ws_load.py`) in its own process; "
+        "its CPU is shown beside the orchestrator's and the workers' (all share 2 cores). "
+        "Client-side jitter (|inter-arrival - 20 ms|, p99) includes the load generator's own "
+        "scheduling. Steps stop at the first miss.",
         f"Largest step held: {largest} sessions." if largest else "No step held.",
     ]
-    section.data = {"worker_streams": streams, "orchestrator": orch}
+    if fixed is not None:
+        section.notes.append(
+            "(c) Largest step held with 1, 2 and 4 fixed-speed workers: "
+            + ", ".join(f"{k}: {v['largest_held']}" for k, v in fixed.items())
+            + " (steps at 0.5, 0.8, 1.0 and 1.2 x the workers' nominal capacity)."
+        )
+    section.data = {"worker_streams": streams, "orchestrator": orch, "fixed_speed": fixed}
