@@ -149,7 +149,12 @@ class WorkerApp:
         except AdvertiseError as exc:
             raise WorkerStartupError(str(exc)) from exc
         self._device = self._log_devices(detect_devices(environ=self._environ))
-        full = self._full_catalog if self._full_catalog is not None else builtin_catalog()
+        full = self._full_catalog
+        if full is None:
+            manager = self.config.model_manager
+            full = builtin_catalog(
+                voices=manager.voices, model_dirs=manager.model_dirs, environ=self._environ
+            )
         self._catalog = Catalog(full.for_family(worker.adapter_type))
         if not len(self._catalog):
             raise WorkerStartupError(

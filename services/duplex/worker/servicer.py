@@ -16,6 +16,8 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from duplex.gen.tts.v1 import tts_pb2, tts_pb2_grpc
+from duplex.worker.adapters.base import Voice
+from duplex.worker.adapters.zero_shot import ReferenceAudio, ReferenceAudioError, ZeroShotVoice
 from duplex.worker.catalog import Catalog, ModelSpec, UnknownModel
 from duplex.worker.config import SUPPORTED_SAMPLE_RATES, WorkerConfig
 from duplex.worker.metrics import WorkerPromMetrics
@@ -44,6 +46,10 @@ OPEN_TIMEOUT_S = 10.0
 READER_STOP_S = 2.0
 
 _CONTROL = {tts_pb2.PAUSE: "pause", tts_pb2.RESUME: "resume", tts_pb2.STOP: "stop"}
+
+
+class _NotZeroShot(Exception):
+    """reference_audio sent to a model that cannot clone a voice."""
 
 
 class BadRequest(ValueError):
@@ -136,7 +142,8 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
                 f"use one of {list(SUPPORTED_SAMPLE_RATES)}",
             )
         lease = await self._acquire(opening.model_id or None, context)
-        session = Session(session_id, lease.voice, self._scheduler, settings, metrics=self._metrics)
+        voice = await self._session_voice(opening, lease, context)
+        session = Session(session_id, voice, self._scheduler, settings, metrics=self._metrics)
         self._register(session)
         reader = asyncio.create_task(
             self._read_text(request_iterator, session), name=f"session-reader:{session_id}"
@@ -215,6 +222,32 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
             await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except ModelLoadFailed as exc:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    async def _session_voice(
+        self, opening: Any, lease: Lease, context: grpc.aio.ServicerContext
+    ) -> Voice:
+        """The lease's voice, or a per-session one conditioned on the reference audio."""
+        if not opening.HasField("reference_audio"):
+            return lease.voice
+        voice = lease.voice
+        try:
+            if not isinstance(voice, ZeroShotVoice):
+                raise _NotZeroShot(f"model {lease.model_id!r} has no zero_shot capability")
+            reference = ReferenceAudio(
+                opening.reference_audio.pcm, opening.reference_audio.sample_rate
+            )
+            return await asyncio.to_thread(
+                voice.session_voice, reference=reference, language=opening.language or None
+            )
+        except _NotZeroShot as exc:
+            lease.release()
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except ReferenceAudioError as exc:
+            lease.release()
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except BaseException:
+            lease.release()
+            raise
 
     async def _read_text(self, requests: AsyncIterator[Any], session: Session) -> None:
         """Feed text chunks to the session; input errors end the stream through it."""
