@@ -24,6 +24,7 @@ import grpc.aio
 
 from duplex.audio.frames import PcmFrame, TextSpan
 from duplex.gen.tts.v1 import tts_pb2, tts_pb2_grpc
+from duplex.workerclient.credentials import WorkerSecurity
 
 log = logging.getLogger(__name__)
 
@@ -331,9 +332,14 @@ class WorkerStream:
 class WorkerClient:
     """Calls to one worker over one grpc.aio channel (insecure: loopback / private network)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, security: WorkerSecurity | None = None) -> None:
         self.target = target.removeprefix("grpc://")
-        self._channel = grpc.aio.insecure_channel(self.target)
+        # A token and/or mutual TLS across hosts (duplex.workerclient.credentials).
+        self._channel = (
+            security.channel(self.target)
+            if security is not None
+            else grpc.aio.insecure_channel(self.target)
+        )
         self._stub = tts_pb2_grpc.TTSWorkerStub(self._channel)
         self._info: WorkerInfo | None = None
 
@@ -452,14 +458,15 @@ class WorkerClient:
 class WorkerClients:
     """One :class:`WorkerClient` per worker address, created on first use."""
 
-    def __init__(self) -> None:
+    def __init__(self, security: WorkerSecurity | None = None) -> None:
         self._clients: dict[str, WorkerClient] = {}
+        self._security = security
 
     def get(self, target: str) -> WorkerClient:
         key = target.removeprefix("grpc://")
         client = self._clients.get(key)
         if client is None:
-            client = self._clients[key] = WorkerClient(key)
+            client = self._clients[key] = WorkerClient(key, self._security)
         return client
 
     async def retain(self, targets: Iterable[str]) -> None:
