@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import types
+from collections.abc import Coroutine, Generator
+from typing import Any
 
-from starlette.types import Message
+from starlette.types import Message, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from duplex.audio.frames import PcmFrame
@@ -51,8 +52,6 @@ _SEND_TIMEOUT_S = 5.0
 _CLOSE_TIMEOUT_S = 2.0
 _SEND_ERRORS = (WebSocketDisconnect, RuntimeError, OSError, TimeoutError)
 
-_Payload = TypeVar("_Payload", str, bytes)
-
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_LARGE = 1009
@@ -68,36 +67,75 @@ _CLOSE_CODES = {
 
 
 class WebSocketSink:
-    """Audio and message sink of one connection: one writer at a time, every send with a
+    """Audio and message sink of one connection: one writer at a time, every wait with a
     deadline. A failed or timed-out send marks the sink broken (the connection then ends)
-    and is not raised: the session's sender must not die because a client went away."""
+    and is not raised: the session's sender must not die because a client went away.
+
+    Sends go straight to the ASGI ``send`` (Starlette's per-message checks cost more than the
+    write itself at 50 frames a second per session). uvicorn writes a message to its transport
+    without waiting, so a send normally completes in its first step: no timer and no lock are
+    needed then. A server that makes a send wait (flow control) gets the lock and the deadline.
+    """
 
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket
+        self._asgi_send: Send = websocket._send
         self._lock = asyncio.Lock()
         self.broken = asyncio.Event()
 
     async def send_message(self, message: ServerMessage) -> None:
-        await self._send(self._ws.send_text, message.to_json())
+        await self._send({"type": "websocket.send", "text": message.to_json()})
 
     async def send(self, frame: PcmFrame) -> None:
-        await self._send(self._ws.send_bytes, frame.pcm)
+        await self._send({"type": "websocket.send", "bytes": frame.pcm})
 
     def clear(self) -> int:
         # Frames already written are the client's: it drops its playback on BargeIn.
         return 0
 
-    async def _send(self, send: Callable[[_Payload], Awaitable[None]], payload: _Payload) -> None:
+    async def _send(self, message: Message) -> None:
         if self.broken.is_set():
             return
         try:
+            if self._lock.locked():
+                async with asyncio.timeout(_SEND_TIMEOUT_S), self._lock:
+                    await self._asgi_send(message)
+                return
+            sending = self._asgi_send(message)
+            if not isinstance(sending, Coroutine):
+                async with asyncio.timeout(_SEND_TIMEOUT_S), self._lock:
+                    await sending
+                return
+            try:
+                waiting_on = sending.send(None)
+            except StopIteration:
+                return  # written without waiting: the usual case
             async with asyncio.timeout(_SEND_TIMEOUT_S), self._lock:
-                await send(payload)
+                await _resume(sending, waiting_on)
         except _SEND_ERRORS as exc:
             if not self.broken.is_set():
                 _LOG.info("client send failed, ending the connection",
                           extra={"error": type(exc).__name__})  # fmt: skip
             self.broken.set()
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
+    """Finish ``coro``, already stepped once and waiting on ``waiting_on``, inside the
+    awaiting task: what the task would have done had it started the coroutine itself."""
+    while True:
+        try:
+            value = yield waiting_on
+        except BaseException as exc:  # a cancellation (the deadline) goes into the send
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting_on = coro.send(value)
+            except StopIteration:
+                return
 
 
 class WebSocketTransport:
