@@ -29,6 +29,7 @@ from duplex.worker.metrics import MetricsServer, WorkerPromMetrics
 from duplex.worker.model_manager import ModelLoadFailed, ModelManager
 from duplex.worker.scheduler import SynthesisScheduler
 from duplex.worker.servicer import TTSWorkerServicer, WorkerIdentity, add_to_server
+from duplex.workerclient.credentials import WorkerSecurity, WorkerSecurityError
 
 _LOG = logging.getLogger(__name__)
 
@@ -240,11 +241,26 @@ class WorkerApp:
             scheduler=self._scheduler,
             metrics=self._metrics,
         )
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        # Across hosts: a token and/or mutual TLS (DUPLEX_WORKER_TOKEN, DUPLEX_WORKER_TLS_*).
+        try:
+            security = WorkerSecurity.from_env(self._environ)
+        except WorkerSecurityError as exc:
+            raise WorkerStartupError(str(exc)) from exc
+        server = grpc.aio.server(
+            options=_SERVER_OPTIONS, interceptors=security.server_interceptors()
+        )
         add_to_server(self._servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
+        address = f"{worker.host}:{worker.grpc_port}"
         try:
-            port = server.add_insecure_port(f"{worker.host}:{worker.grpc_port}")
+            credentials = security.server_credentials()
+            port = (
+                server.add_secure_port(address, credentials)
+                if credentials is not None
+                else server.add_insecure_port(address)
+            )
+        except WorkerSecurityError as exc:
+            raise WorkerStartupError(str(exc)) from exc
         except RuntimeError as exc:
             raise WorkerStartupError(
                 f"cannot listen on {worker.host}:{worker.grpc_port}: {exc}"
