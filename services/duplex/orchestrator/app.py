@@ -54,6 +54,7 @@ from duplex.registry.orchestrators import (
 from duplex.registry.view import RegistryView
 from duplex.webassets import web_root
 from duplex.workerclient import WorkerClients
+from duplex.workerclient.credentials import WorkerSecurity
 
 _LOG = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ def build_app(config: OrchestratorConfig) -> Starlette:
             stale_after_s=config.redis.worker_ttl_ms / 1000,
         )
         await view.start()
-        clients = WorkerClients()
+        # The worker API's token and/or mutual TLS, as the workers read them (the environment).
+        clients = WorkerClients(WorkerSecurity.from_env(os.environ))
         orchestrator_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # Decisions shared with the fleet's other orchestrators (fair routing across them).
         shared = SharedInflight(
