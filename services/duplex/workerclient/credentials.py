@@ -80,7 +80,7 @@ class WorkerSecurity:
 
     def channel(self, target: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
         """A channel to `target` ("host:port") that presents these credentials."""
-        interceptors = [_TokenClientInterceptor(self.token)] if self.token else None
+        interceptors = _token_interceptors(self.token) if self.token else None
         if self.tls:
             ca, cert, key = self._read()
             credentials = grpc.ssl_channel_credentials(ca, key, cert)
@@ -112,33 +112,46 @@ def _with_token(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.Cli
     )
 
 
-# grpc ships no types here: the base classes are Any to mypy.
-class _TokenClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
-):
-    """Adds the bearer token to every call (insecure channels take no call credentials)."""
-
+# grpc ships no types here: the base classes are Any to mypy. One class per call shape: a
+# channel files each interceptor under the first shape it matches, so one object implementing
+# all four would see only unary calls.
+class _UnaryUnaryToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     def __init__(self, token: str) -> None:
         self._token = token
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_with_token(details, self._token), request)
 
+
+class _UnaryStreamToken(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self._token = token
+
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_with_token(details, self._token), request)
 
-    async def intercept_stream_unary(
-        self, continuation: Any, details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(_with_token(details, self._token), request_iterator)
 
-    async def intercept_stream_stream(
-        self, continuation: Any, details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(_with_token(details, self._token), request_iterator)
+class _StreamUnaryToken(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(_with_token(details, self._token), requests)
+
+
+class _StreamStreamToken(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(_with_token(details, self._token), requests)
+
+
+def _token_interceptors(token: str) -> list[Any]:
+    """Interceptors that add the bearer token to every call (insecure channels take no call
+    credentials)."""
+    return [cls(token) for cls in (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken,
+                                   _StreamStreamToken)]  # fmt: skip
 
 
 class _TokenServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
