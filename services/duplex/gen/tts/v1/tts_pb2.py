@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64uplex/gen/tts/v1/tts.proto\x12\x06tts.v1\"c\n\x11SynthesizeRequest\x12#\n\x04open\x18\x01 \x01(\x0b\x32\x13.tts.v1.SessionOpenH\x00\x12!\n\x04text\x18\x02 \x01(\x0b\x32\x11.tts.v1.TextChunkH\x00\x42\x06\n\x04kind\"\xad\x01\n\x0bSessionOpen\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x13\n\x0bsample_rate\x18\x03 \x01(\r\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x14\n\x07lead_ms\x18\x05 \x01(\rH\x00\x88\x01\x01\x12/\n\x0freference_audio\x18\x06 \x01(\x0b\x32\x16.tts.v1.ReferenceAudioB\n\n\x08_lead_ms\"2\n\x0eReferenceAudio\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\"+\n\tTextChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08is_final\x18\x02 \x01(\x08\"\x99\x01\n\x12SynthesizeResponse\x12\'\n\x06opened\x18\x01 \x01(\x0b\x32\x15.tts.v1.SessionOpenedH\x00\x12#\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x12.tts.v1.AudioFrameH\x00\x12-\n\rutterance_end\x18\x03 \x01(\x0b\x32\x14.tts.v1.UtteranceEndH\x00\x42\x06\n\x04kind\"e\n\rSessionOpened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x13\n\x0bsample_rate\x18\x03 \x01(\r\x12\x19\n\x11\x66rame_duration_ms\x18\x04 \x01(\r\"\x8d\x01\n\nAudioFrame\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x11\n\tutterance\x18\x04 \x01(\r\x12\x12\n\ntext_start\x18\x05 \x01(\r\x12\x10\n\x08text_end\x18\x06 \x01(\r\x12\x12\n\nclause_end\x18\x07 \x01(\x08\"n\n\x0cUtteranceEnd\x12\x11\n\tutterance\x18\x01 \x01(\r\x12\x13\n\x0btext_length\x18\x02 \x01(\r\x12\x15\n\rvoiced_length\x18\x03 \x01(\r\x12\x0f\n\x07stopped\x18\x04 \x01(\x08\x12\x0e\n\x06\x66rames\x18\x05 \x01(\x04\"M\n\x0e\x43ontrolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x07\x63ommand\x18\x02 \x01(\x0e\x32\x16.tts.v1.ControlCommand\"4\n\x0f\x43ontrolResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"\xb2\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12\x11\n\tlanguages\x18\x03 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x10\n\x08resident\x18\x05 \x01(\x08\x12\x1a\n\x12native_sample_rate\x18\x06 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x17\n\x0f\x61\x63tive_sessions\x18\x08 \x01(\r\"\x13\n\x11ListModelsRequest\"Q\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.tts.v1.ModelInfo\x12\x18\n\x10\x64\x65\x66\x61ult_model_id\x18\x02 \x01(\t\"$\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"Z\n\x11LoadModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.tts.v1.ModelInfo\x12\x12\n\nloaded_now\x18\x02 \x01(\x08\x12\x0f\n\x07load_ms\x18\x03 \x01(\x01\"&\n\x12UnloadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\'\n\x13UnloadModelResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x18\n\x16GetCapabilitiesRequest\"\x89\x02\n\x17GetCapabilitiesResponse\x12\x13\n\x0bworker_name\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\x02 \x01(\t\x12\x11\n\tstreaming\x18\x03 \x01(\x08\x12\x11\n\tzero_shot\x18\x04 \x01(\x08\x12\x11\n\tlanguages\x18\x05 \x03(\t\x12\x17\n\x0fresident_models\x18\x06 \x03(\t\x12\x18\n\x10\x61vailable_models\x18\x07 \x03(\t\x12\x16\n\x0emax_text_chars\x18\x08 \x01(\r\x12\x14\n\x0csample_rates\x18\t \x03(\r\x12\x19\n\x11\x66rame_duration_ms\x18\n \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x0b \x01(\t*R\n\x0e\x43ontrolCommand\x12\x1f\n\x1b\x43ONTROL_COMMAND_UNSPECIFIED\x10\x00\x12\t\n\x05PAUSE\x10\x01\x12\n\n\x06RESUME\x10\x02\x12\x08\n\x04STOP\x10\x03\x32\xb3\x03\n\tTTSWorker\x12G\n\nSynthesize\x12\x19.tts.v1.SynthesizeRequest\x1a\x1a.tts.v1.SynthesizeResponse(\x01\x30\x01\x12:\n\x07\x43ontrol\x12\x16.tts.v1.ControlRequest\x1a\x17.tts.v1.ControlResponse\x12\x43\n\nListModels\x12\x19.tts.v1.ListModelsRequest\x1a\x1a.tts.v1.ListModelsResponse\x12@\n\tLoadModel\x12\x18.tts.v1.LoadModelRequest\x1a\x19.tts.v1.LoadModelResponse\x12\x46\n\x0bUnloadModel\x12\x1a.tts.v1.UnloadModelRequest\x1a\x1b.tts.v1.UnloadModelResponse\x12R\n\x0fGetCapabilities\x12\x1e.tts.v1.GetCapabilitiesRequest\x1a\x1f.tts.v1.GetCapabilitiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x64uplex/gen/tts/v1/tts.proto\x12\x06tts.v1\"c\n\x11SynthesizeRequest\x12#\n\x04open\x18\x01 \x01(\x0b\x32\x13.tts.v1.SessionOpenH\x00\x12!\n\x04text\x18\x02 \x01(\x0b\x32\x11.tts.v1.TextChunkH\x00\x42\x06\n\x04kind\"\xad\x01\n\x0bSessionOpen\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x13\n\x0bsample_rate\x18\x03 \x01(\r\x12\x10\n\x08language\x18\x04 \x01(\t\x12\x14\n\x07lead_ms\x18\x05 \x01(\rH\x00\x88\x01\x01\x12/\n\x0freference_audio\x18\x06 \x01(\x0b\x32\x16.tts.v1.ReferenceAudioB\n\n\x08_lead_ms\"2\n\x0eReferenceAudio\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\"+\n\tTextChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08is_final\x18\x02 \x01(\x08\"\xc0\x01\n\x12SynthesizeResponse\x12\'\n\x06opened\x18\x01 \x01(\x0b\x32\x15.tts.v1.SessionOpenedH\x00\x12#\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x12.tts.v1.AudioFrameH\x00\x12-\n\rutterance_end\x18\x03 \x01(\x0b\x32\x14.tts.v1.UtteranceEndH\x00\x12%\n\x06\x66rames\x18\x04 \x01(\x0b\x32\x13.tts.v1.AudioFramesH\x00\x42\x06\n\x04kind\"1\n\x0b\x41udioFrames\x12\"\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x12.tts.v1.AudioFrame\"e\n\rSessionOpened\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x13\n\x0bsample_rate\x18\x03 \x01(\r\x12\x19\n\x11\x66rame_duration_ms\x18\x04 \x01(\r\"\x8d\x01\n\nAudioFrame\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\x12\x13\n\x0bsample_rate\x18\x02 \x01(\r\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x11\n\tutterance\x18\x04 \x01(\r\x12\x12\n\ntext_start\x18\x05 \x01(\r\x12\x10\n\x08text_end\x18\x06 \x01(\r\x12\x12\n\nclause_end\x18\x07 \x01(\x08\"n\n\x0cUtteranceEnd\x12\x11\n\tutterance\x18\x01 \x01(\r\x12\x13\n\x0btext_length\x18\x02 \x01(\r\x12\x15\n\rvoiced_length\x18\x03 \x01(\r\x12\x0f\n\x07stopped\x18\x04 \x01(\x08\x12\x0e\n\x06\x66rames\x18\x05 \x01(\x04\"M\n\x0e\x43ontrolRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x07\x63ommand\x18\x02 \x01(\x0e\x32\x16.tts.v1.ControlCommand\"4\n\x0f\x43ontrolResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"\xb2\x01\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x02 \x01(\t\x12\x11\n\tlanguages\x18\x03 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x10\n\x08resident\x18\x05 \x01(\x08\x12\x1a\n\x12native_sample_rate\x18\x06 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x17\n\x0f\x61\x63tive_sessions\x18\x08 \x01(\r\"\x13\n\x11ListModelsRequest\"Q\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.tts.v1.ModelInfo\x12\x18\n\x10\x64\x65\x66\x61ult_model_id\x18\x02 \x01(\t\"$\n\x10LoadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"Z\n\x11LoadModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.tts.v1.ModelInfo\x12\x12\n\nloaded_now\x18\x02 \x01(\x08\x12\x0f\n\x07load_ms\x18\x03 \x01(\x01\"&\n\x12UnloadModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\'\n\x13UnloadModelResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x18\n\x16GetCapabilitiesRequest\"\x89\x02\n\x17GetCapabilitiesResponse\x12\x13\n\x0bworker_name\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x64\x61pter_type\x18\x02 \x01(\t\x12\x11\n\tstreaming\x18\x03 \x01(\x08\x12\x11\n\tzero_shot\x18\x04 \x01(\x08\x12\x11\n\tlanguages\x18\x05 \x03(\t\x12\x17\n\x0fresident_models\x18\x06 \x03(\t\x12\x18\n\x10\x61vailable_models\x18\x07 \x03(\t\x12\x16\n\x0emax_text_chars\x18\x08 \x01(\r\x12\x14\n\x0csample_rates\x18\t \x03(\r\x12\x19\n\x11\x66rame_duration_ms\x18\n \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x0b \x01(\t*R\n\x0e\x43ontrolCommand\x12\x1f\n\x1b\x43ONTROL_COMMAND_UNSPECIFIED\x10\x00\x12\t\n\x05PAUSE\x10\x01\x12\n\n\x06RESUME\x10\x02\x12\x08\n\x04STOP\x10\x03\x32\xb3\x03\n\tTTSWorker\x12G\n\nSynthesize\x12\x19.tts.v1.SynthesizeRequest\x1a\x1a.tts.v1.SynthesizeResponse(\x01\x30\x01\x12:\n\x07\x43ontrol\x12\x16.tts.v1.ControlRequest\x1a\x17.tts.v1.ControlResponse\x12\x43\n\nListModels\x12\x19.tts.v1.ListModelsRequest\x1a\x1a.tts.v1.ListModelsResponse\x12@\n\tLoadModel\x12\x18.tts.v1.LoadModelRequest\x1a\x19.tts.v1.LoadModelResponse\x12\x46\n\x0bUnloadModel\x12\x1a.tts.v1.UnloadModelRequest\x1a\x1b.tts.v1.UnloadModelResponse\x12R\n\x0fGetCapabilities\x12\x1e.tts.v1.GetCapabilitiesRequest\x1a\x1f.tts.v1.GetCapabilitiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'duplex.gen.tts.v1.tts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTROLCOMMAND']._serialized_start=1851
-  _globals['_CONTROLCOMMAND']._serialized_end=1933
+  _globals['_CONTROLCOMMAND']._serialized_start=1941
+  _globals['_CONTROLCOMMAND']._serialized_end=2023
   _globals['_SYNTHESIZEREQUEST']._serialized_start=39
   _globals['_SYNTHESIZEREQUEST']._serialized_end=138
   _globals['_SESSIONOPEN']._serialized_start=141
@@ -42,35 +42,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEXTCHUNK']._serialized_start=368
   _globals['_TEXTCHUNK']._serialized_end=411
   _globals['_SYNTHESIZERESPONSE']._serialized_start=414
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=567
-  _globals['_SESSIONOPENED']._serialized_start=569
-  _globals['_SESSIONOPENED']._serialized_end=670
-  _globals['_AUDIOFRAME']._serialized_start=673
-  _globals['_AUDIOFRAME']._serialized_end=814
-  _globals['_UTTERANCEEND']._serialized_start=816
-  _globals['_UTTERANCEEND']._serialized_end=926
-  _globals['_CONTROLREQUEST']._serialized_start=928
-  _globals['_CONTROLREQUEST']._serialized_end=1005
-  _globals['_CONTROLRESPONSE']._serialized_start=1007
-  _globals['_CONTROLRESPONSE']._serialized_end=1059
-  _globals['_MODELINFO']._serialized_start=1062
-  _globals['_MODELINFO']._serialized_end=1240
-  _globals['_LISTMODELSREQUEST']._serialized_start=1242
-  _globals['_LISTMODELSREQUEST']._serialized_end=1261
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1263
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1344
-  _globals['_LOADMODELREQUEST']._serialized_start=1346
-  _globals['_LOADMODELREQUEST']._serialized_end=1382
-  _globals['_LOADMODELRESPONSE']._serialized_start=1384
-  _globals['_LOADMODELRESPONSE']._serialized_end=1474
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1476
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1514
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1516
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1555
-  _globals['_GETCAPABILITIESREQUEST']._serialized_start=1557
-  _globals['_GETCAPABILITIESREQUEST']._serialized_end=1581
-  _globals['_GETCAPABILITIESRESPONSE']._serialized_start=1584
-  _globals['_GETCAPABILITIESRESPONSE']._serialized_end=1849
-  _globals['_TTSWORKER']._serialized_start=1936
-  _globals['_TTSWORKER']._serialized_end=2371
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=606
+  _globals['_AUDIOFRAMES']._serialized_start=608
+  _globals['_AUDIOFRAMES']._serialized_end=657
+  _globals['_SESSIONOPENED']._serialized_start=659
+  _globals['_SESSIONOPENED']._serialized_end=760
+  _globals['_AUDIOFRAME']._serialized_start=763
+  _globals['_AUDIOFRAME']._serialized_end=904
+  _globals['_UTTERANCEEND']._serialized_start=906
+  _globals['_UTTERANCEEND']._serialized_end=1016
+  _globals['_CONTROLREQUEST']._serialized_start=1018
+  _globals['_CONTROLREQUEST']._serialized_end=1095
+  _globals['_CONTROLRESPONSE']._serialized_start=1097
+  _globals['_CONTROLRESPONSE']._serialized_end=1149
+  _globals['_MODELINFO']._serialized_start=1152
+  _globals['_MODELINFO']._serialized_end=1330
+  _globals['_LISTMODELSREQUEST']._serialized_start=1332
+  _globals['_LISTMODELSREQUEST']._serialized_end=1351
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1353
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1434
+  _globals['_LOADMODELREQUEST']._serialized_start=1436
+  _globals['_LOADMODELREQUEST']._serialized_end=1472
+  _globals['_LOADMODELRESPONSE']._serialized_start=1474
+  _globals['_LOADMODELRESPONSE']._serialized_end=1564
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1566
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1604
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1606
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1645
+  _globals['_GETCAPABILITIESREQUEST']._serialized_start=1647
+  _globals['_GETCAPABILITIESREQUEST']._serialized_end=1671
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_start=1674
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_end=1939
+  _globals['_TTSWORKER']._serialized_start=2026
+  _globals['_TTSWORKER']._serialized_end=2461
 # @@protoc_insertion_point(module_scope)

@@ -59,14 +59,22 @@ class TextChunk(_message.Message):
     def __init__(self, text: _Optional[str] = ..., is_final: _Optional[bool] = ...) -> None: ...
 
 class SynthesizeResponse(_message.Message):
-    __slots__ = ("opened", "frame", "utterance_end")
+    __slots__ = ("opened", "frame", "utterance_end", "frames")
     OPENED_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_END_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
     opened: SessionOpened
     frame: AudioFrame
     utterance_end: UtteranceEnd
-    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., frame: _Optional[_Union[AudioFrame, _Mapping]] = ..., utterance_end: _Optional[_Union[UtteranceEnd, _Mapping]] = ...) -> None: ...
+    frames: AudioFrames
+    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., frame: _Optional[_Union[AudioFrame, _Mapping]] = ..., utterance_end: _Optional[_Union[UtteranceEnd, _Mapping]] = ..., frames: _Optional[_Union[AudioFrames, _Mapping]] = ...) -> None: ...
+
+class AudioFrames(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[AudioFrame]
+    def __init__(self, frames: _Optional[_Iterable[_Union[AudioFrame, _Mapping]]] = ...) -> None: ...
 
 class SessionOpened(_message.Message):
     __slots__ = ("session_id", "model_id", "sample_rate", "frame_duration_ms")

@@ -75,7 +75,7 @@ class TTSWorkerServicer:
         """A bidirectional synthesis session. The first request must be `open`;
         then any number of `text` chunks. An utterance ends with a chunk whose
         `is_final` is true; later chunks start the next utterance.
-        The server answers `opened`, then streams `frame`s as soon as they are
+        The server answers `opened`, then streams `frame`s (or `frames`) as soon as they are
         synthesized (paced at most `lead_ms` ahead of real time) and an
         `utterance_end` after the last frame of each utterance.
         """
