@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 from duplex.worker.adapters.base import adapter_families
-from duplex.worker.catalog import Catalog, ModelSpec, UnknownModel, builtin_catalog
+from duplex.worker.catalog import (
+    Catalog,
+    LocalPiperVoice,
+    ModelDir,
+    ModelSpec,
+    UnknownModel,
+    builtin_catalog,
+)
 
 
 def _spec(model_id: str, family: str = "tone", languages: tuple[str, ...] = ("en",)) -> ModelSpec:
@@ -79,6 +86,7 @@ def test_builtin_catalog_has_the_documented_models() -> None:
         "kokoro-ja-jm_kumo",
         "tone-fast",
         "tone-rt02",
+        *(m for m, f in GPU_MODELS if f in adapter_families()),
     )
     piper = catalog.get("piper-en-joe-medium")
     assert (piper.family, piper.languages, piper.native_sample_rate) == ("piper", ("en",), 22050)
@@ -105,3 +113,42 @@ def test_builtin_piper_files_exist() -> None:
 def test_every_builtin_family_has_an_adapter() -> None:
     """Each catalog entry's family is registered in adapter_for."""
     assert {s.family for s in builtin_catalog().all()} <= set(adapter_families())
+
+
+def test_own_piper_voices_join_the_catalog_as_piper_models() -> None:
+    """model_manager.voices entries become piper specs with their files, languages and rate."""
+    voice = LocalPiperVoice(
+        model_id="piper-de-thorsten",
+        model_path="/models/de_DE-thorsten-medium.onnx",
+        languages=("de",),
+        sample_rate=22050,
+    )
+    spec = builtin_catalog(voices=[voice], environ={}).get("piper-de-thorsten")
+    assert (spec.family, spec.languages, spec.native_sample_rate) == ("piper", ("de",), 22050)
+    assert spec.params["model_path"] == "/models/de_DE-thorsten-medium.onnx"
+    assert spec.params["config_path"] == ""  # the adapter then reads model_path + ".json"
+
+
+GPU_MODELS = (("xtts-v2-en-demo", "xtts"), ("cosyvoice2-en-base", "cosyvoice2"))
+needs_xtts_registered = pytest.mark.skipif(
+    "xtts" not in adapter_families(),
+    reason="the adapter registry (worker/adapters/base.py) has no 'xtts' entry in this build",
+)
+
+
+@needs_xtts_registered
+def test_gpu_model_dirs_come_from_config_else_environment() -> None:
+    """model_dirs wins over XTTS_MODEL_DIR; unset leaves it empty; zero_shot at 24 kHz."""
+    env = {"XTTS_MODEL_DIR": "/env/xtts"}
+    catalog = builtin_catalog(model_dirs=[ModelDir("xtts-v2-en-demo", "/cfg/xtts")], environ=env)
+    assert catalog.get("xtts-v2-en-demo").params["model_dir"] == "/cfg/xtts"
+    assert builtin_catalog(environ=env).get("xtts-v2-en-demo").params["model_dir"] == "/env/xtts"
+    assert builtin_catalog(environ={}).get("xtts-v2-en-demo").params["model_dir"] == ""
+    spec = catalog.get("xtts-v2-en-demo")
+    assert "zero_shot" in spec.capabilities and spec.native_sample_rate == 24000
+
+
+def test_model_dirs_for_an_unknown_model_are_refused() -> None:
+    """A typo in model_dirs is an error naming the models that take a directory."""
+    with pytest.raises(ValueError, match=r"unknown model 'xtts-v3'.*xtts-v2-en-demo"):
+        builtin_catalog(model_dirs=[ModelDir("xtts-v3", "/x")], environ={})

