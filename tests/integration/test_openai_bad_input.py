@@ -119,7 +119,8 @@ async def test_with_no_worker_the_request_gets_503_with_retry_after(redis_url: s
 async def test_beyond_max_connections_the_request_gets_429_with_retry_after(
     redis_url: str,
 ) -> None:
-    """One request streaming holds the only place; the next is 429 and may retry."""
+    """One request streaming holds the only place (and is listed as a live session of
+    transport "openai"); the next is 429 and may retry."""
     config = api_config(redis_url)
     ws = replace(config.transport.websocket, max_connections=1)
     config = replace(config, transport=replace(config.transport, websocket=ws))
@@ -130,6 +131,9 @@ async def test_beyond_max_connections_the_request_gets_429_with_retry_after(
         ) as holding:
             await anext(holding.iter_bytes())
             err = await refusal(client)
+            # What the console's Sessions page lists (the orchestrator publishes these).
+            live = orch.app.state.runtime.speech.summaries()
+            assert [(s.transport, s.worker) for s in live] == [("openai", "test-tone")]
         await nothing_left(orch)
     assert err.status_code == 429
     assert err.response.headers["retry-after"] == "1"
