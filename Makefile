@@ -159,6 +159,26 @@ k8s: $(STAMP) ## Write Kubernetes manifests: make k8s GPUS_PER_NODE=4 NODES=2 [P
 	  --orchestrators "$(ORCHESTRATORS)" --namespace "$(NAMESPACE)" --image-tag "$(IMAGE_TAG)" \
 	  --redis-url "$(REDIS_URL)" --webrtc "$(if $(filter 1,$(WEBRTC_K8S)),1,0)" --out "$(K8S_DIR)"
 
+# A second GPU host: only workers, joining the first host's Redis (the orchestrators there route to them).
+.PHONY: up-workers down-workers
+WORKERS_DIR ?= compose/workers
+ADVERTISE_HOST ?=
+HOST_NAME ?=
+WORKER_CERT_DIR ?=
+WORKERS_COMPOSE = DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0 $(COMPOSE_BIN) -p $(COMPOSE_PROJECT)-workers -f $(WORKERS_DIR)/docker-compose.yml
+
+up-workers: $(STAMP) ## Start only workers here, joining another host's Redis: make up-workers GPUS=2 REDIS_URL=redis://first-host:6379/0 [ADVERTISE_HOST=] [WORKER_CERT_DIR=]
+	@command -v docker >/dev/null || { echo "!! docker is not installed (Debian: apt-get install docker.io docker-compose)"; exit 1; }
+	@test -n "$(REDIS_URL)" || { echo "!! give REDIS_URL, the Redis of the host that runs the orchestrator"; exit 2; }
+	$(PY) -m duplex.deploy workers $(DEPLOY_ARGS) --redis-url "$(REDIS_URL)" --advertise-host "$(ADVERTISE_HOST)" \
+	  --host-name "$(HOST_NAME)" --worker-cert-dir "$(WORKER_CERT_DIR)" --out $(WORKERS_DIR)
+	$(PY) -m duplex.devtools.docker wheels $$(cat $(WORKERS_DIR)/wheels.args)
+	REDIS_URL='$(REDIS_URL)' $(WORKERS_COMPOSE) $(if $(wildcard $(ENV_FILE)),--env-file $(CURDIR)/$(ENV_FILE)) up -d --build --remove-orphans
+
+down-workers: ## Stop the workers that make up-workers started
+	@if [ -f $(WORKERS_DIR)/docker-compose.yml ]; then REDIS_URL=- $(WORKERS_COMPOSE) down --remove-orphans; \
+	  else echo "no $(WORKERS_DIR)/docker-compose.yml: nothing to stop"; fi
+
 redis-tls: $(STAMP) ## Unpack Debian's redis-server (built with TLS) under .run/redis-tls for the registry TLS test
 	$(PY) -m duplex.devtools.redis_tls fetch
 
