@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -27,6 +28,7 @@ from duplex.deploy.render import COMPOSE_FILE, ROOT, render, write
 from duplex.deploy.secrets import ensure_secrets, needed
 from duplex.deploy.spec import (
     DeployError,
+    Network,
     Ports,
     StackOptions,
     detect_gpus,
@@ -38,6 +40,8 @@ from duplex.deploy.spec import (
     plan_workers,
 )
 from duplex.deploy.systemd import SystemdOptions, render_systemd
+from duplex.deploy.workers_stack import render_workers
+from duplex.registry._connect import redacted
 
 DEFAULT_OUT = Path("compose/generated")
 PORT_VARIABLES: Mapping[str, str] = MappingProxyType(
@@ -87,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="write the stack into --out")
     config = commands.add_parser("config", help="print the compose file; write nothing")
     systemd = commands.add_parser("systemd", help="write systemd units and configs into --out")
-    for sub in (generate, config, systemd):
+    workers = commands.add_parser("workers", help="write a workers-only stack (another host)")
+    for sub in (generate, config, systemd, workers):
         sub.add_argument("--gpus", default="auto", help="a count, a list (0,2) or auto")
         sub.add_argument(
             "--models", default="", help="GPU:ADAPTER[+ADAPTER],... e.g. 0:piper,1:kokoro"
@@ -112,7 +117,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         for variable in PORT_VARIABLES.values():
             sub.add_argument(_flag(variable), default="")
+    workers.add_argument("--redis-url", default="", help="the first host's Redis")
+    workers.add_argument("--advertise-host", default="", help="default: the route to Redis")
+    workers.add_argument("--worker-cert-dir", default="", help="ca.pem, worker-N.pem/.key")
+    workers.add_argument("--host-name", default="", help="prefix of worker names (hostname)")
     for sub, default in (
+        (workers, Path("compose/workers")),
         (generate, DEFAULT_OUT),
         (config, DEFAULT_OUT),
         (systemd, DEFAULT_OUT / "systemd"),
@@ -246,11 +256,31 @@ def _k8s(args: argparse.Namespace, catalog: Catalog) -> None:
     print(f"then: kubectl apply -k {args.out} (the {SECRET} Secret first: docs/multi-host.md)")
 
 
+def _workers(args: argparse.Namespace, catalog: Catalog) -> None:
+    # The workers use the host's network: orchestrators on other hosts dial them directly.
+    options = replace(
+        options_from(args, catalog), network=Network.HOST, monitoring=False, webrtc=False
+    )
+    plan = plan_stack(options, catalog.models)
+    host_name = args.host_name or socket.gethostname().split(".")[0]
+    files = render_workers(
+        plan, args.redis_url, args.advertise_host, host_name, args.worker_cert_dir
+    )
+    changed = write(files, args.out)
+    print(
+        f"wrote {args.out}/ ({len(files)} files, {len(changed)} changed): "
+        f"{', '.join(w.name for w in plan.workers)} joining {redacted(args.redis_url)}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "k8s":
             _k8s(args, builtin())
+            return 0
+        if args.command == "workers":
+            _workers(args, builtin())
             return 0
         catalog = builtin()
         plan = plan_stack(options_from(args, catalog), catalog.models)
