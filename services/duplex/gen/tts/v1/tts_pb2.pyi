@@ -27,20 +27,22 @@ class SynthesizeRequest(_message.Message):
     def __init__(self, open: _Optional[_Union[SessionOpen, _Mapping]] = ..., text: _Optional[_Union[TextChunk, _Mapping]] = ...) -> None: ...
 
 class SessionOpen(_message.Message):
-    __slots__ = ("session_id", "model_id", "sample_rate", "language", "lead_ms", "reference_audio")
+    __slots__ = ("session_id", "model_id", "sample_rate", "language", "lead_ms", "reference_audio", "max_frames_per_message")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     LEAD_MS_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_AUDIO_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAMES_PER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model_id: str
     sample_rate: int
     language: str
     lead_ms: int
     reference_audio: ReferenceAudio
-    def __init__(self, session_id: _Optional[str] = ..., model_id: _Optional[str] = ..., sample_rate: _Optional[int] = ..., language: _Optional[str] = ..., lead_ms: _Optional[int] = ..., reference_audio: _Optional[_Union[ReferenceAudio, _Mapping]] = ...) -> None: ...
+    max_frames_per_message: int
+    def __init__(self, session_id: _Optional[str] = ..., model_id: _Optional[str] = ..., sample_rate: _Optional[int] = ..., language: _Optional[str] = ..., lead_ms: _Optional[int] = ..., reference_audio: _Optional[_Union[ReferenceAudio, _Mapping]] = ..., max_frames_per_message: _Optional[int] = ...) -> None: ...
 
 class ReferenceAudio(_message.Message):
     __slots__ = ("pcm", "sample_rate")
