@@ -309,5 +309,7 @@ async def run(ctx: BenchContext, section: Section) -> None:
         product, worker_grpc = await product_passes(ctx, clients, pass_timeout_s=pass_timeout)
         systems = {PRODUCT: product, WORKER: worker_grpc, **systems}
     except Exception as exc:
-        skipped[PRODUCT] = " ".join(f"failed: {type(exc).__name__}: {exc}".split())[:400]
+        reason = " ".join(f"failed: {type(exc).__name__}: {exc}".split())[:400]
+        skipped[PRODUCT] = skipped[WORKER] = reason
+        ctx.progress(f"product: {reason}")
     report(ctx, section, systems, skipped, versions, clients)

@@ -79,7 +79,7 @@ class PipecatSession:
     """One Pipecat pipeline (its own PiperTTSService, so its own model) speaking texts:
     TTSSpeakFrame in; first audio = first TTSAudioRawFrame out of the pipeline."""
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, stop_after_s: float) -> None:
         from loguru import logger  # type: ignore[import-not-found]
         from pipecat.pipeline.pipeline import Pipeline  # type: ignore[import-not-found]
         from pipecat.pipeline.worker import (  # type: ignore[import-not-found]
@@ -95,7 +95,15 @@ class PipecatSession:
         self._first = float("nan")
         self._audio = 0.0
         self._done = asyncio.Event()
-        tts = PiperTTSService(voice_id=VOICE, download_dir=Path(data_dir))
+        try:
+            # Pipecat ends an audio context that is quiet for stop_frame_timeout_s (3 s) with a
+            # TTSStoppedFrame, and audio that comes later gets no stop frame of its own: on a
+            # loaded machine a first chunk can take that long, so wait as long as the deadline.
+            tts = PiperTTSService(
+                voice_id=VOICE, download_dir=Path(data_dir), stop_frame_timeout_s=stop_after_s
+            )
+        except TypeError:  # a Pipecat without the setting
+            tts = PiperTTSService(voice_id=VOICE, download_dir=Path(data_dir))
         self._worker = PipelineWorker(
             Pipeline([tts, self._sink()]), params=PipelineParams(), idle_timeout_secs=None
         )
@@ -122,8 +130,7 @@ class PipecatSession:
                     rate = frame.sample_rate * 2 * frame.num_channels
                     session._audio += len(frame.audio) / rate
                 elif isinstance(frame, TTSStoppedFrame) and session._audio > 0.0:
-                    # Pipecat also sends TTSStoppedFrame when no audio came for its stop-frame
-                    # timeout (2 s: a loaded machine); that one does not end the utterance.
+                    # A stop frame before any audio (the quiet timeout above) does not end it.
                     session._done.set()
                 await self.push_frame(frame, direction)
 
@@ -162,7 +169,7 @@ class PipecatSession:
 async def run_pipecat(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
     """Pipelines built and started before the clock starts; CPU and peak RSS of this process
     (the pipelines run here)."""
-    sessions = [PipecatSession(args.port) for _ in range(args.concurrency)]
+    sessions = [PipecatSession(args.port, args.deadline_s) for _ in range(args.concurrency)]
     try:
         async with asyncio.timeout(args.deadline_s):
             for session in sessions:

@@ -32,6 +32,14 @@ def figures(result: PassResult) -> Figures:
     )
 
 
+ORDER = (PRODUCT, WORKER, FLOOR, HTTP_SERVER, WYOMING, PIPECAT)
+
+
+def order(name: str) -> int:
+    """The product first, then the floor and the peers, whether measured or not."""
+    return ORDER.index(name) if name in ORDER else len(ORDER)
+
+
 def clients_label(c: int) -> str:
     return "sequential" if c == 1 else f"{c} clients"
 
@@ -56,7 +64,11 @@ def report(
     def cell(runs: dict[int, PassResult], c: int, value: Callable[[PassResult], str]) -> str:
         return value(runs[c]) if c in runs else "-"
 
-    for name, runs in systems.items():
+    for name in sorted([*systems, *skipped], key=order):
+        if name not in systems:
+            table.add(name, *(["-"] * (len(columns) - 2)), skipped[name])
+            continue
+        runs = systems[name]
         row = [name]
         for c in clients:
             row.append(
@@ -88,8 +100,6 @@ def report(
             "; ".join(f"{n} utterance(s) without audio at {c}" for c, n in missing.items() if n)
         )
         table.add(*row)
-    for name, reason in skipped.items():
-        table.add(name, *(["-"] * (len(columns) - 2)), reason)
 
     data_ratios = ratios_table(ctx, section, systems, clients)
     peer_targets(section, systems, clients)

@@ -220,14 +220,20 @@ def lateness_key(row: dict[str, Any]) -> str | None:
     return chosen[0] if chosen else None
 
 
+def series_label(section: str, path: str) -> str:
+    """`orchestrator.steps` -> `tone_capacity: orchestrator`; a bare `steps` -> the section."""
+    where = path.removesuffix("steps").rstrip(".")
+    return f"{section}: {where}" if where else section
+
+
 def capacity_series(payload: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     series: dict[str, list[dict[str, Any]]] = {}
     for path, rows in step_lists(section_data(payload, "tone_capacity")):
-        series[f"tone_capacity: {path}"] = rows
+        series[series_label("tone_capacity", path)] = rows
     for path, rows in step_lists(section_data(payload, "webrtc_capacity")):
         for mic in sorted({bool(r.get("mic")) for r in rows}, reverse=True):
-            label = "mic + TTS" if mic else "TTS only"
-            series[f"WebRTC, {label}: {path}"] = [r for r in rows if bool(r.get("mic")) == mic]
+            label = series_label("WebRTC, mic + TTS" if mic else "WebRTC, TTS only", path)
+            series[label] = [r for r in rows if bool(r.get("mic")) == mic]
     return series
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from bench.context import BenchContext
 from bench.passes import PassResult
-from bench.peers_report import FLOOR, PIPECAT, PRODUCT, WYOMING, report
+from bench.peers_report import FLOOR, HTTP_SERVER, PIPECAT, PRODUCT, WYOMING, report
 from bench.peers_setup import (
     MARKER,
     Figures,
@@ -115,7 +115,8 @@ def test_peers_table_lists_every_system_the_ratio_to_the_product_and_who_did_not
         WYOMING: {c: fake_pass(WYOMING, c, 0.2) for c in (1, 4)},  # no 8-client pass
     }
 
-    report(ctx, section, systems, {PIPECAT: "did not install: no wheel"}, {}, clients)
+    skipped = {PIPECAT: "did not install: no wheel", HTTP_SERVER: "failed: port not open"}
+    report(ctx, section, dict(reversed(systems.items())), skipped, {}, clients)
 
     table = section.tables[0]
     assert table.columns[1:4] == (
@@ -124,11 +125,13 @@ def test_peers_table_lists_every_system_the_ratio_to_the_product_and_who_did_not
         "8 clients p50/p95 ms",
     )
     rows = {row[0]: row for row in table.rows}
-    assert set(rows) == {PRODUCT, FLOOR, WYOMING, PIPECAT}
+    # The product first, then the floor and each peer in a fixed order, measured or not.
+    assert list(rows) == [PRODUCT, FLOOR, HTTP_SERVER, WYOMING, PIPECAT]
+    assert rows[HTTP_SERVER][-1] == "failed: port not open"
     assert rows[FLOOR][1] == "100/100" and rows[FLOOR][-2] == "0.50/0.50/0.50"
     assert rows[WYOMING][3] == "-" and rows[WYOMING][-2] == "0.25/0.25/-"
     assert rows[PIPECAT][-1] == "did not install: no wheel"
-    assert section.data["not_measured"] == {PIPECAT: "did not install: no wheel"}
+    assert section.data["not_measured"] == skipped
     goals = [t.goal for t in section.targets]
     assert "first audio p50 below every peer's, sequential" in goals
     assert all(t.ok for t in section.targets if "p50" in t.goal)
