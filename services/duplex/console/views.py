@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -63,6 +64,7 @@ class WorkerRow:
     languages: tuple[str, ...]
     capabilities: tuple[str, ...]
     record: WorkerRecord
+    host: str = ""  # the host of `addr`: the page groups workers by it
 
 
 @dataclass(frozen=True)
@@ -175,9 +177,15 @@ def worker_rows(
                 languages=r.capabilities.languages,
                 capabilities=tuple(sorted(r.capabilities.names())),
                 record=r,
+                host=addr_host(r.addr),
             )
         )
     return rows
+
+
+def addr_host(addr: str) -> str:
+    """The host of an announced address ("grpc://10.0.0.5:7001" -> "10.0.0.5")."""
+    return urlsplit(addr if "://" in addr else f"grpc://{addr}").hostname or addr
 
 
 def sparkline_points(values: Sequence[float], width: int = _SPARK_W, height: int = _SPARK_H) -> str:
