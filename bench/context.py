@@ -19,6 +19,7 @@ from bench.report import Section, Table
 TEXTS_PATH = Path(__file__).resolve().parent / "texts.txt"
 HEARTBEAT_S = 15.0  # a quiet step still prints what is running this often
 WATCH_INTERVAL_S = 0.25  # how often child processes are looked at (their command lines)
+CONFIG_MAX_CHARS = 20_000
 
 
 def load_texts(path: Path = TEXTS_PATH) -> tuple[str, ...]:
@@ -62,6 +63,7 @@ class BenchContext:
     state: Progress = field(default_factory=Progress)
     # Every command line this run started, per section (the watcher and the sections add).
     commands: dict[str, list[str]] = field(default_factory=dict)
+    configs: dict[str, str] = field(default_factory=dict)  # config path -> its content
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -91,12 +93,25 @@ class BenchContext:
         print(line, file=sys.stdout, flush=True)
 
     def command(self, args: Sequence[str]) -> None:
-        """Record a command line the current section runs (for the report)."""
-        text = shlex.join(str(a) for a in args)
+        """Record a command line the current section runs (for the report), and the config
+        file it was given (`--config PATH`: the product's temporary YAML files)."""
+        # A process that rewrote its title (redis-server) shows it as one argument.
+        text = args[0] if len(args) == 1 else shlex.join(str(a) for a in args)
+        config = None
+        if "--config" in args[:-1]:
+            config = str(args[list(args).index("--config") + 1])
         with self._lock:
             seen = self.commands.setdefault(self.state.section or "run", [])
             if text not in seen:
                 seen.append(text)
+            if config is None or config in self.configs:
+                return
+        try:
+            content = Path(config).read_text(encoding="utf-8")[:CONFIG_MAX_CHARS]
+        except (OSError, UnicodeDecodeError):
+            return
+        with self._lock:
+            self.configs[config] = content
 
     def table(
         self, section: Section, title: str, columns: Sequence[str], *, first_width: int = 8

@@ -245,6 +245,7 @@ def write_report(
     quick: bool,
     invocation: Sequence[str] = (),
     commands: dict[str, list[str]] | None = None,
+    configs: dict[str, str] | None = None,
 ) -> Path:
     """Write results.json, the plots and report.md into a new folder under ``out_dir``;
     returns that folder. A plot that cannot be drawn is named in the report, never fatal."""
@@ -254,6 +255,7 @@ def write_report(
         "machine": machine | {"load_avg_at_end": list(load_average())},
         "invocation": list(invocation),
         "commands": commands or {},
+        "configs": configs or {},
         "sections": [s.to_dict() for s in sections],
     }
     payload = _clean(payload)
@@ -322,9 +324,12 @@ def render_markdown(
     for s in sections:
         lines.append(s.markdown(skip_tables=1 if s.name == PEERS_SECTION and s.tables else 0))
     lines += ["## Commands", "", "The run, as started:", "", "```"]
-    lines += [" ".join(payload["invocation"]) or "(not recorded)", "```", ""]
+    lines += [*payload["invocation"], "```", ""] if payload["invocation"] else ["```", ""]
     for name, commands in payload["commands"].items():
         lines += [f"`{name}` started:", "", "```", *commands, "```", ""]
+    for path, content in payload.get("configs", {}).items():
+        lines += [f"<details><summary><code>{path}</code></summary>", "", "```yaml"]
+        lines += [content.rstrip("\n"), "```", "", "</details>", ""]
     return "\n".join(lines)
 
 

@@ -105,8 +105,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run_all(args: argparse.Namespace) -> tuple[list[Section], dict[str, list[str]]]:
-    """Every selected section in turn; returns them and the commands each started."""
+async def run_all(args: argparse.Namespace) -> tuple[list[Section], BenchContext]:
+    """Every selected section in turn; returns them and the context (the commands each
+    started, their config files)."""
     selected = [b for b in BENCHMARKS if not args.only or b.name in args.only]
     selected += [b for b in OPT_IN if args.peers or (args.only and b.name in args.only)]
     sections: list[Section] = []
@@ -117,7 +118,7 @@ async def run_all(args: argparse.Namespace) -> tuple[list[Section], dict[str, li
                 section = Section(name=bench.name, title=bench.title)
                 sections.append(section)
                 await run_one(ctx, bench, section, index, len(selected), quick=args.quick)
-    return sections, ctx.commands
+    return sections, ctx
 
 
 async def run_one(
@@ -162,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     print(NOISE_NOTE, flush=True)
-    sections, commands = asyncio.run(run_all(args))
+    sections, ctx = asyncio.run(run_all(args))
     print("\n== targets (figures, not assertions)", flush=True)
     for section in sections:
         for target in section.targets:
@@ -173,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine,
         quick=args.quick,
         invocation=invocation(),
-        commands=commands,
+        commands=ctx.commands,
+        configs=ctx.configs,
     )
     print(f"\nreport: {folder / 'report.md'}\n        {folder / 'results.json'}", flush=True)
     failed = [s.name for s in sections if s.error]

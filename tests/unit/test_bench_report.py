@@ -109,6 +109,7 @@ def written(tmp_path: Path) -> Path:
         quick=True,
         invocation=[".venv/bin/python bench/run.py --peers --quick"],
         commands={"peers": ["python -m wyoming_piper --voice en_US-joe-medium"]},
+        configs={"/tmp/w/worker.yaml": "worker:\n  name: bench-piper\n"},
     )
 
 
@@ -137,6 +138,7 @@ def test_the_report_records_versions_load_average_commands_and_failures(written:
     assert "[1.0, 0.5, 0.2] at start, [1.5, 0.7, 0.3] at end" in md
     assert ".venv/bin/python bench/run.py --peers --quick" in md
     assert "python -m wyoming_piper --voice en_US-joe-medium" in md
+    assert "<code>/tmp/w/worker.yaml</code>" in md and "  name: bench-piper" in md
     assert "**Failed:** `TimeoutError: budget`" in md
     for name in PLOT_FILES:
         assert f"]({name})" in md
@@ -179,7 +181,7 @@ def test_report_folders_are_distinct_within_one_second(tmp_path: Path) -> None:
     assert first != second and first.is_dir() and second.is_dir()
 
 
-def test_progress_line_names_section_step_and_elapsed(
+def test_progress_line_names_section_step_and_elapsed_and_commands_are_kept_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ctx = BenchContext(quick=True, texts=("a",), workdir=tmp_path)
@@ -187,8 +189,17 @@ def test_progress_line_names_section_step_and_elapsed(
     ctx.progress("wyoming-piper: 4 client(s)")
     ctx.command(["python", "-m", "wyoming_piper", "--data-dir", "/tmp/a b"])
     ctx.command(["python", "-m", "wyoming_piper", "--data-dir", "/tmp/a b"])
+    config = tmp_path / "worker.yaml"
+    config.write_text("worker: {}\n", encoding="utf-8")
+    ctx.command(["python", "-m", "duplex.worker", "--config", str(config)])
 
     line = capsys.readouterr().out.strip()
     assert "peers 8/9 +0s]" in line and line.endswith("wyoming-piper: 4 client(s)")
     assert line.startswith("[") and "s |" in line
-    assert ctx.commands == {"peers": ["python -m wyoming_piper --data-dir '/tmp/a b'"]}
+    assert ctx.commands == {
+        "peers": [
+            "python -m wyoming_piper --data-dir '/tmp/a b'",
+            f"python -m duplex.worker --config {config}",
+        ]
+    }
+    assert ctx.configs == {str(config): "worker: {}\n"}
