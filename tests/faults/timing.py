@@ -6,6 +6,8 @@ import itertools
 import json
 import time
 
+from websockets.exceptions import ConnectionClosed
+
 from tests.integration.orchestrator_fixtures import FRAME_MS, Client
 
 
@@ -16,6 +18,7 @@ class TimedClient(Client):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.frame_times: list[float] = []
         self.message_times: list[tuple[float, str]] = []
+        self.closed_abruptly: ConnectionClosed | None = None
 
     async def __aenter__(self) -> TimedClient:
         await super().__aenter__()
@@ -42,6 +45,8 @@ class TimedClient(Client):
                         self.got.utterance(int(message["utterance"])).ended_at = now
                         self.got.current = int(message["utterance"]) + 1
                 self._changed.set()
+        except ConnectionClosed as exc:
+            self.closed_abruptly = exc  # no close frame: the server process died
         finally:
             self.closed = True
             self._changed.set()
