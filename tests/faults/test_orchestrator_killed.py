@@ -50,11 +50,15 @@ async def test_clients_of_a_killed_orchestrator_see_the_end_and_workers_release_
             # No hang: each client's socket ends (a closed socket is all a killed process
             # can give; a graceful stop sends SessionEnded first).
             async with asyncio.timeout(CLOSED_LIMIT_S):
-                while not all(c.closed for c in clients):
+                while True:
+                    if all(c.closed for c in clients):
+                        break
                     await asyncio.sleep(0.02)
             closed_after = time.monotonic() - killed
             async with asyncio.timeout(RELEASE_LIMIT_S):
-                while (left := await active_sessions(redis_url, "w1")) > 0:
+                while True:
+                    if (left := await active_sessions(redis_url, "w1")) == 0:
+                        break
                     await asyncio.sleep(0.1)
             released_after = time.monotonic() - killed
         finally:
