@@ -57,6 +57,10 @@ grafana-check: ## Type-check the Grafana dashboards (@grafana/schema 11.1, tsc -
 test: $(STAMP) proto-check browser promtool redis-tls test-compose ## Run the whole test suite (real Redis, real gRPC, real Piper, Chromium, promtool)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+.PHONY: test-faults
+test-faults: $(STAMP) ## The fault and soak suite in full (worker kill -9, Redis outage, orchestrator kill, stalled reader, 10,000 bad messages); make test runs it short
+	DUPLEX_FAULTS_FULL=1 $(PY) -m pytest -q -p no:cacheprovider -s -m faults tests/faults
+
 check: $(STAMP) ## ruff + mypy
 	$(PY) -m ruff check services tests bench
 	$(PY) -m ruff format --check services tests bench
