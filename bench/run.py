@@ -36,6 +36,7 @@ from bench import (
     orchestrator_latency,
     peers,
     routing_scale,
+    soak,
     tone_capacity,
     webrtc_latency,
     worker_latency,
@@ -77,6 +78,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         webrtc_latency.run_capacity,
         240.0,
     ),
+    # 10 minutes of soak plus start-up; --quick: 30 s in the quick budget.
+    Benchmark.of(soak, 780.0),
 )
 # Opt-in (`--peers` or `--only peers`): it installs the peers' virtualenvs on first use
 # (minutes, from the package index), which the `--quick` smoke test must never do.
