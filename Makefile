@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml
 	@-$(PY) -m pip install -q -e '.[xtts]' && $(PY) -m pip install -q --no-deps torchaudio==2.11.0 torchcodec==0.17.0 \
 	  && rm -f "$$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("torchaudio").origin).parent / "lib")')"/*.so \
 	  || echo "!! optional XTTS adapter (coqui-tts, torch) could not be installed: its tests will be skipped"
+	@# CosyVoice2 (optional): the cosyvoice2-eu runtime --no-deps (its numpy==1.26 and
+	@# transformers==4.40.1 pins would downgrade the environment); after the XTTS step's torchaudio.
+	@-$(PY) -m pip install -q -e '.[cosyvoice2]' && $(PY) -m pip install -q --no-deps cosyvoice2-eu==0.2.8 \
+	  || echo "!! optional CosyVoice2 runtime (cosyvoice2-eu) could not be installed: its tests will be skipped"
 	@touch $(STAMP)
 
 venv: $(STAMP) ## Create the virtualenv and install everything
