@@ -290,6 +290,8 @@ async def load_step(
         and stats.failed == 0
     )
     cpu = {k: round(v / window_s * 100, 1) for k, v in meter.used.items()}
+    # CPU per frame delivered: steadier than lateness on a machine others load too.
+    orch_us = meter.used.get("orchestrator", math.nan) / max(1, stats.frames) * 1e6
     row: dict[str, Any] = {
         "sessions": sessions,
         "send_lateness_p99_ms": None if math.isnan(p99) else round(p99 * 1000, 2),
@@ -302,6 +304,7 @@ async def load_step(
         "orchestrator_cpu_percent": cpu.get("orchestrator", math.nan),
         "client_cpu_percent": cpu.get("load generator", math.nan),
         "cpu_percent": cpu,
+        "orchestrator_us_per_frame": None if math.isnan(orch_us) else round(orch_us, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "failed": stats.failed,
         "errors": errors[:3],

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from duplex.gen.tts.v1 import tts_pb2, tts_pb2_grpc
 from duplex.worker.adapters.base import Voice
 from duplex.worker.adapters.zero_shot import ReferenceAudio, ReferenceAudioError, ZeroShotVoice
+from duplex.worker.batching import FrameBatcher, session_lead_ms
 from duplex.worker.catalog import Catalog, ModelSpec, UnknownModel
 from duplex.worker.config import SUPPORTED_SAMPLE_RATES, WorkerConfig
 from duplex.worker.metrics import WorkerPromMetrics
@@ -44,6 +45,9 @@ OPEN_TIMEOUT_S = 10.0
 """A stream must send its SessionOpen within this time."""
 
 READER_STOP_S = 2.0
+
+MAX_FRAMES_PER_MESSAGE = 25
+"""At most 500 ms of 20 ms frames per response, whatever a client asks."""
 
 _CONTROL = {tts_pb2.PAUSE: "pause", tts_pb2.RESUME: "resume", tts_pb2.STOP: "stop"}
 
@@ -168,8 +172,8 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
                 )
             )
             try:
-                async for event in session.events():
-                    yield _response(event)
+                async for response in self._responses(session, opening):
+                    yield response
             except (InvalidText, BadRequest) as exc:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except SynthesisFailed as exc:
@@ -181,6 +185,32 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
         finally:
             self._unregister(session, lease)
             await _stop_reader(reader)
+
+    async def _responses(self, session: Session, opening: Any) -> AsyncIterator[Any]:
+        """The session's events as responses: one frame each, or batches when asked."""
+        max_frames = min(int(opening.max_frames_per_message), MAX_FRAMES_PER_MESSAGE)
+        if max_frames <= 1:
+            async for event in session.events():
+                yield _response(event)
+            return
+        batcher = FrameBatcher(
+            session.events(),
+            max_frames=max_frames,
+            lead_s=self._client_lead_ms(opening) / 1000,
+            frame_s=session.settings.frame_ms / 1000,
+        )
+        async for batch in batcher.batches():
+            if isinstance(batch, list):
+                yield tts_pb2.SynthesizeResponse(
+                    frames=tts_pb2.AudioFrames(frames=[_frame(e) for e in batch])
+                )
+            else:
+                yield _response(batch)
+
+    def _client_lead_ms(self, opening: Any) -> int:
+        if opening.HasField("lead_ms"):
+            return int(opening.lead_ms)
+        return self._config.worker.output_lead_ms
 
     async def _read_open(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -207,7 +237,11 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
         return SessionSettings(
             sample_rate=opening.sample_rate or self._config.audio.sample_rate,
             frame_ms=self._config.audio.frame_duration_ms,
-            lead_ms=opening.lead_ms if opening.HasField("lead_ms") else worker.output_lead_ms,
+            lead_ms=session_lead_ms(
+                self._client_lead_ms(opening),
+                min(max(1, opening.max_frames_per_message), MAX_FRAMES_PER_MESSAGE),
+                self._config.audio.frame_duration_ms,
+            ),
             max_text_chars=worker.max_text_chars,
             first_clause_max_chars=worker.first_clause_max_chars,
             max_jobs_in_flight=worker.session_jobs_in_flight,
@@ -405,19 +439,21 @@ def add_to_server(servicer: TTSWorkerServicer, server: grpc.aio.Server) -> None:
     )
 
 
+def _frame(event: FrameEvent) -> Any:
+    return tts_pb2.AudioFrame(
+        pcm=event.pcm,
+        sample_rate=event.sample_rate,
+        sequence=event.sequence,
+        utterance=event.utterance,
+        text_start=event.text_start,
+        text_end=event.text_end,
+        clause_end=event.clause_end,
+    )
+
+
 def _response(event: SessionEvent) -> Any:
     if isinstance(event, FrameEvent):
-        return tts_pb2.SynthesizeResponse(
-            frame=tts_pb2.AudioFrame(
-                pcm=event.pcm,
-                sample_rate=event.sample_rate,
-                sequence=event.sequence,
-                utterance=event.utterance,
-                text_start=event.text_start,
-                text_end=event.text_end,
-                clause_end=event.clause_end,
-            )
-        )
+        return tts_pb2.SynthesizeResponse(frame=_frame(event))
     return tts_pb2.SynthesizeResponse(
         utterance_end=tts_pb2.UtteranceEnd(
             utterance=event.utterance,

@@ -12,6 +12,7 @@ owned pump task and a queue, and callers wait on that queue with their own timeo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -29,9 +30,13 @@ from duplex.workerclient.credentials import WorkerSecurity
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S: Final = 5.0
-# Events read ahead of the session; beyond this the pump stops reading and gRPC flow
+# Responses read ahead of the session; beyond this the pump stops reading and gRPC flow
 # control holds the worker back.
 _EVENT_QUEUE: Final = 64
+# Frames per response the client asks for: a gRPC message per 20 ms frame costs both ends
+# more than the audio itself at hundreds of sessions. The worker then runs this many frames
+# minus one beyond the stream's lead, never fewer than the lead ahead.
+FRAMES_PER_MESSAGE: Final = 5
 
 
 class WorkerCommand(StrEnum):
@@ -162,31 +167,36 @@ def _translate(
     return WorkerStreamError(target, message)
 
 
-def _event(msg: Any, target: str, sequence: int) -> WorkerEvent:
-    """One stream response as a typed event; ``sequence`` is the frame number expected next."""
+def _frame(f: Any, target: str, sequence: int) -> PcmFrame:
+    if f.sequence != sequence:
+        # A lost or repeated frame would shift every text position after it.
+        raise WorkerStreamError(target, f"frame {f.sequence} where {sequence} was due")
+    try:
+        return PcmFrame(
+            f.pcm, f.sample_rate, TextSpan(f.utterance, f.text_start, f.text_end, f.clause_end)
+        )
+    except ValueError as exc:
+        raise WorkerStreamError(target, f"malformed frame: {exc}") from None
+
+
+def _events(msg: Any, target: str, sequence: int) -> list[WorkerEvent]:
+    """One stream response as typed events; ``sequence`` is the frame number expected next."""
     kind = msg.WhichOneof("kind")
+    if kind == "frames":
+        return [_frame(f, target, sequence + i) for i, f in enumerate(msg.frames.frames)]
     if kind == "frame":
-        f = msg.frame
-        if int(f.sequence) != sequence:
-            # A lost or repeated frame would shift every text position after it.
-            raise WorkerStreamError(target, f"frame {f.sequence} where {sequence} was due")
-        try:
-            return PcmFrame(
-                bytes(f.pcm),
-                int(f.sample_rate),
-                TextSpan(int(f.utterance), int(f.text_start), int(f.text_end), bool(f.clause_end)),
-            )
-        except ValueError as exc:
-            raise WorkerStreamError(target, f"malformed frame: {exc}") from None
+        return [_frame(msg.frame, target, sequence)]
     if kind == "utterance_end":
         e = msg.utterance_end
-        return WorkerUtteranceEnd(
-            utterance=int(e.utterance),
-            text_length=int(e.text_length),
-            voiced_length=int(e.voiced_length),
-            stopped=bool(e.stopped),
-            frames=int(e.frames),
-        )
+        return [
+            WorkerUtteranceEnd(
+                utterance=int(e.utterance),
+                text_length=int(e.text_length),
+                voiced_length=int(e.voiced_length),
+                stopped=bool(e.stopped),
+                frames=int(e.frames),
+            )
+        ]
     raise WorkerStreamError(target, f"unexpected response {kind!r} on an open stream")
 
 
@@ -221,6 +231,7 @@ class WorkerStream:
         self._opened: asyncio.Future[StreamOpened] = asyncio.get_running_loop().create_future()
         self._pump = asyncio.create_task(self._read_loop(), name=f"worker-stream:{target}")
         self._ended: _End | None = None
+        self._pending: collections.deque[WorkerEvent] = collections.deque()  # of one response
         self._closed = False
 
     async def _read_loop(self) -> None:
@@ -244,10 +255,11 @@ class WorkerStream:
                         )
                     )
                     continue
-                event = _event(msg, self.target, sequence)
-                if isinstance(event, PcmFrame):
-                    sequence += 1
-                await self._queue.put(event)
+                events = _events(msg, self.target, sequence)
+                if events and isinstance(events[0], PcmFrame):
+                    sequence += len(events)
+                if events:
+                    await self._queue.put(events)
         except grpc.aio.AioRpcError as err:
             end = _End(_translate(self.target, err))
         except WorkerError as err:
@@ -298,14 +310,19 @@ class WorkerStream:
         Raises :class:`TimeoutError` when nothing arrives within ``timeout_s`` (the stream
         stays usable) and :class:`WorkerError` when the stream failed.
         """
+        if self._pending:
+            return self._pending.popleft()
         if self._ended is None:
-            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as
-            # the item does, so Session.close() would wait forever for its receiver task.
-            async with asyncio.timeout(timeout_s):
-                item = await self._queue.get()
+            if self._queue.empty():
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives
+                # as the item does, so Session.close() would wait forever for its receiver task.
+                async with asyncio.timeout(timeout_s):
+                    item = await self._queue.get()
+            else:
+                item = self._queue.get_nowait()  # no timer for what is already here
             if not isinstance(item, _End):
-                event: WorkerEvent = item
-                return event
+                self._pending.extend(item)
+                return self._pending.popleft()
             self._ended = item
         if self._ended.error is not None:
             raise self._ended.error
@@ -351,6 +368,7 @@ class WorkerClient:
         language: str,
         lead_ms: int | None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        frames_per_message: int = FRAMES_PER_MESSAGE,
     ) -> WorkerStream:
         """Open a synthesis session; waits for SessionOpened at most ``timeout_s`` seconds.
 
@@ -366,6 +384,7 @@ class WorkerClient:
         )
         if lead_ms is not None:
             session_open.lead_ms = lead_ms
+        session_open.max_frames_per_message = frames_per_message
         try:
             try:
                 async with asyncio.timeout(timeout_s):
