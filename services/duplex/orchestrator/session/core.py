@@ -74,6 +74,7 @@ class Session:
         self._svc = services
         self._cfg = services.config.session
         self._request = SessionRequest(None, "en")
+        self._reference: PcmFrame | None = None  # SessionStart.reference_audio (zero-shot)
         self._sample_rate = 48000
         self._max_chars = self._cfg.max_text_chars
         self._machine = StateMachine(session_id)
@@ -140,7 +141,12 @@ class Session:
         """Route, open the worker stream; raises SessionError on failure."""
         if self.state is not SessionState.STARTING:
             raise SessionError(ErrorCode.ALREADY_STARTED, "session already started", fatal=False)
-        self._request = SessionRequest(msg.model_id, msg.language, tuple(msg.capabilities))
+        capabilities = tuple(msg.capabilities)
+        if msg.reference_audio is not None and "zero_shot" not in capabilities:
+            # A voice from reference audio: only a worker that can clone one may take it.
+            capabilities += ("zero_shot",)
+        self._request = SessionRequest(msg.model_id, msg.language, capabilities)
+        self._reference = msg.reference_audio
         self._sample_rate = msg.sample_rate
         try:
             self._connector.check_model(msg.model_id)
