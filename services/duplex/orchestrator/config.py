@@ -56,7 +56,8 @@ class WebSocketConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     max_connections: int = 20
-    max_message_bytes: int = 65536
+    # 2 MiB: a SessionStart carrying the default reference_audio cap, base64-encoded.
+    max_message_bytes: int = 2_097_152
     idle_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -250,7 +251,8 @@ class SessionConfig:
     frame_timeout_s: float = 5.0
     max_failovers: int = 2
     allowed_sample_rates: tuple[int, ...] = (16000, 24000, 48000)
-    max_reference_audio_bytes: int = 48000
+    # 1440 KiB of WAV: 30 s of 24 kHz 16-bit mono (what XTTS conditions on) plus header room.
+    max_reference_audio_bytes: int = 1_474_560
 
     def __post_init__(self) -> None:
         _require(
