@@ -77,14 +77,15 @@ class ProtocolLimits:
     """Size and value limits applied while parsing.
 
     A `reference_audio` travels base64-encoded inside one message, so its cap must leave room
-    within `max_message_bytes`: 48,000 WAV bytes are 64,000 base64 characters, under the
-    64 KiB message limit (about 1.5 s of 16 kHz audio). Raise both together.
+    within `max_message_bytes`: the default 1,474,560 WAV bytes (30 s of 24 kHz 16-bit mono,
+    what XTTS conditions on, plus header room) are 1,966,080 base64 characters, under the
+    2 MiB message limit. Raise both together (the orchestrator's config checks it).
     """
 
-    max_message_bytes: int = 65536
+    max_message_bytes: int = 2_097_152
     max_text_chars: int = 5000
     allowed_sample_rates: tuple[int, ...] = (16000, 24000, 48000)
-    max_reference_audio_bytes: int = 48000
+    max_reference_audio_bytes: int = 1_474_560
 
 
 # ---------------------------------------------------------------- client -> server (decoded)
