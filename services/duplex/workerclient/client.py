@@ -369,9 +369,11 @@ class WorkerClient:
         lead_ms: int | None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         frames_per_message: int = FRAMES_PER_MESSAGE,
+        reference: PcmFrame | None = None,
     ) -> WorkerStream:
         """Open a synthesis session; waits for SessionOpened at most ``timeout_s`` seconds.
 
+        ``reference``: the client's reference audio (mono s16le), for a zero-shot voice.
         The answer is on the returned stream's ``opened``.
         """
         call = self._stub.Synthesize()
@@ -385,6 +387,9 @@ class WorkerClient:
         if lead_ms is not None:
             session_open.lead_ms = lead_ms
         session_open.max_frames_per_message = frames_per_message
+        if reference is not None:
+            session_open.reference_audio.pcm = reference.pcm
+            session_open.reference_audio.sample_rate = reference.sample_rate
         try:
             try:
                 async with asyncio.timeout(timeout_s):
