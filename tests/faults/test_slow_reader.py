@@ -72,7 +72,11 @@ async def test_a_client_that_stops_reading_is_closed_and_others_are_unaffected(
             heard = len(healthy.frame_times)
             await healthy.wait_for(lambda got: len(healthy.frame_times) >= heard + 10)
             assert not healthy.got.of_type("Error")
-        close_code, close_reason = await _drain_close(stalled)
+        if closed:
+            close_code, close_reason = await _drain_close(stalled)
+        else:  # the short form ends the stall itself: no need to read megabytes of audio
+            stalled.transport.abort()
+            close_code, close_reason = None, ""
     figures(
         stalled_closed_after_s=round(closed_after, 2) if closed else None,
         orchestrator_rss_growth_kb=peak_growth // 1024,
