@@ -247,3 +247,31 @@ def test_an_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
     """A missing file is a ConfigError naming the path."""
     with pytest.raises(ConfigError, match="cannot read"):
         load_worker_config(tmp_path / "nope.yaml", {})
+
+
+def test_device_cuda_requires_cuda_and_device_cpu_never_asks_for_it(tmp_path: Path) -> None:
+    """worker.device maps to the adapters' options: cuda is required (a load fails without
+    it), cpu never asks for it, auto asks where onnxruntime has it; lone_job_threads passes on."""
+    base = GUIDE_YAML.replace('adapter_type: "cosyvoice2"', 'adapter_type: "piper"')
+    for device, use, require in (
+        ("cuda", True, True),
+        ("cpu", False, False),
+        ("auto", True, False),
+    ):
+        text = base.replace(
+            '  adapter_type: "piper"',
+            f'  adapter_type: "piper"\n  device: "{device}"\n  lone_job_threads: 3',
+        )
+        options = load_worker_config(_write(tmp_path, text), {}).worker.adapter_options()
+        assert (options.use_cuda, options.require_cuda) == (use, require), device
+        assert options.lone_job_threads == 3
+
+
+def test_device_cuda_with_use_cuda_false_is_rejected(tmp_path: Path) -> None:
+    """The two keys contradict each other: the error names both."""
+    text = GUIDE_YAML.replace(
+        '  adapter_type: "cosyvoice2"',
+        '  adapter_type: "cosyvoice2"\n  device: "cuda"\n  use_cuda: false',
+    )
+    with pytest.raises(ConfigError, match=r"worker\.device cuda contradicts worker\.use_cuda"):
+        load_worker_config(_write(tmp_path, text), {})

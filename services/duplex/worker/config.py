@@ -3,7 +3,8 @@
 ```yaml
 worker:         {name, grpc_port, adapter_type, host, advertise_host, inference_threads,
                  onnx_threads, output_lead_ms, max_text_chars, first_clause_max_chars,
-                 session_jobs_in_flight, drain_grace_s, use_cuda, metrics_port, metrics_host}
+                 session_jobs_in_flight, drain_grace_s, use_cuda, device, lone_job_threads,
+                 metrics_port, metrics_host}
 model_manager:  {default_model_id, preload_model_ids, resident_cap, ttl_ms,
                  min_residency_ms, max_parallel_loads, warmup_text}   (ModelManagerConfig)
 redis:          {url, heartbeat_interval_ms, worker_ttl_ms}
@@ -27,6 +28,7 @@ from types import MappingProxyType
 from duplex.configfile import ConfigError as ConfigError
 from duplex.configfile import apply_env, build_section, read_yaml
 from duplex.registry._connect import check_redis_url
+from duplex.worker.adapters.base import AdapterOptions, Device
 from duplex.worker.model_manager import ModelManagerConfig
 
 SUPPORTED_SAMPLE_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -63,6 +65,13 @@ class WorkerSection:
     session_jobs_in_flight: int = 1
     drain_grace_s: float = 10.0
     use_cuda: bool = True
+    # auto: CUDA when onnxruntime has it and it really runs; cpu: never; cuda: CUDA or the
+    # model fails to load (no silent CPU fallback).
+    device: Device = Device.AUTO
+    # Intra-op threads of a second session per model, for a clause job that runs alone
+    # (nothing else queued or running): one client gets all the cores, a busy worker one
+    # thread per job. 0, 1 or not above onnx_threads: no second session.
+    lone_job_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     # Prometheus /metrics: a fixed port (unique per worker on a host, 9101 and up in the
     # shipped files), 0 for a free port chosen at start (announced in Redis as metrics_port),
     # -1 for none. 0 by default so that several workers in one process or host never clash.
@@ -81,6 +90,11 @@ class WorkerSection:
         _require(self.session_jobs_in_flight >= 1, "worker.session_jobs_in_flight must be >= 1")
         _require(self.drain_grace_s >= 0, "worker.drain_grace_s must be >= 0")
         _require(
+            self.use_cuda or self.device is not Device.CUDA,
+            "worker.device cuda contradicts worker.use_cuda false",
+        )
+        _require(self.lone_job_threads >= 0, "worker.lone_job_threads must be >= 0")
+        _require(
             self.metrics_port == METRICS_OFF or 0 <= self.metrics_port <= 65535,
             "worker.metrics_port must be in 0..65535 (0: a free port), or -1 (no metrics)",
         )
@@ -90,6 +104,13 @@ class WorkerSection:
     def metrics_enabled(self) -> bool:
         """Whether the worker serves /metrics at all."""
         return self.metrics_port != METRICS_OFF
+
+    def adapter_options(self) -> AdapterOptions:
+        """The engine settings every model of this worker loads with."""
+        device = self.device if self.use_cuda else Device.CPU
+        return AdapterOptions.for_device(
+            device, onnx_threads=self.onnx_threads, lone_job_threads=self.lone_job_threads
+        )
 
 
 @dataclass(frozen=True)
