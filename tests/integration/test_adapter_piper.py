@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
 
 import numpy as np
+import onnxruntime
 import pytest
 import soxr
-from duplex.worker.adapters.base import AdapterOptions, adapter_for
+from duplex.worker.adapters import onnx_session
+from duplex.worker.adapters.base import AdapterOptions, CudaNotUsed, Device, adapter_for
 from duplex.worker.adapters.piper import LoadedPiperVoice
 from duplex.worker.catalog import builtin_catalog
 
@@ -117,3 +120,82 @@ def test_speech_is_intelligible_to_whisper(voice: LoadedPiperVoice) -> None:
     segments, _ = model.transcribe(pcm16k, language="en", beam_size=1)
     heard = " ".join(segment.text for segment in segments)
     assert word_error_rate(text, heard) <= 0.10, heard
+
+
+def test_a_wide_session_has_the_lone_job_threads_and_speaks_the_same_text() -> None:
+    """lone_job_threads=2 over onnx_threads=1: a second, 2-thread session that does not spin;
+    synthesize_wide gives audio of the same length as synthesize (VITS noise aside)."""
+    loaded = adapter_for("piper").load(
+        builtin_catalog().get(MODEL_ID), AdapterOptions(onnx_threads=1, lone_job_threads=2)
+    )
+    assert isinstance(loaded, LoadedPiperVoice)
+    wide = loaded.wide_session
+    assert wide is not None
+    assert wide.get_session_options().intra_op_num_threads == 2
+    assert (
+        wide.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        == "0"
+    )
+    assert loaded.session.get_session_options().intra_op_num_threads == 1
+    text = "Hello, this is a test of the voice."
+    narrow_audio = np.concatenate(list(loaded.synthesize(text)))
+    wide_audio = np.concatenate(list(loaded.synthesize_wide(text)))
+    assert abs(wide_audio.size - narrow_audio.size) < 0.2 * narrow_audio.size
+    assert _rms(wide_audio) > 500
+    loaded.close()
+
+
+def test_no_wide_session_when_lone_job_threads_do_not_exceed_onnx_threads() -> None:
+    """onnx_threads=2, lone_job_threads=2: one session only, and synthesize_wide uses it."""
+    loaded = adapter_for("piper").load(
+        builtin_catalog().get(MODEL_ID), AdapterOptions(onnx_threads=2, lone_job_threads=2)
+    )
+    assert isinstance(loaded, LoadedPiperVoice)
+    assert loaded.wide_session is None
+    assert list(loaded.synthesize_wide("Still fine.")) != []
+    loaded.close()
+
+
+def test_cuda_requested_without_a_gpu_falls_back_and_reports_cpu(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As onnxruntime-gpu on a machine without GPU: CUDA is listed as available, so it is
+    asked for; the session runs on CPU, which the voice reports (get_providers()[0]) and
+    the load logs as a fallback."""
+    built = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: built)
+    asked: list[object] = []
+    real_session = onnxruntime.InferenceSession
+
+    def recording_session(*args: object, **kwargs: object) -> onnxruntime.InferenceSession:
+        asked.append(kwargs.get("providers"))
+        return real_session(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording_session)
+    with caplog.at_level(logging.WARNING, logger=onnx_session.__name__):
+        loaded = adapter_for("piper").load(
+            builtin_catalog().get(MODEL_ID), AdapterOptions.for_device(Device.AUTO)
+        )
+    assert isinstance(loaded, LoadedPiperVoice)
+    first = asked[0]
+    assert isinstance(first, list) and first[0][0] == "CUDAExecutionProvider"
+    assert loaded.provider == "CPUExecutionProvider"
+    assert any(r.getMessage() == "onnx session fell back from CUDA" for r in caplog.records)
+    assert list(loaded.synthesize("Runs on the CPU."))
+    loaded.close()
+
+
+def test_device_cuda_fails_loudly_when_cuda_does_not_run_the_model() -> None:
+    """device: cuda on this machine (no GPU, CPU build): the load raises, naming the
+    provider that would have run it; nothing falls back silently."""
+    with pytest.raises(CudaNotUsed, match="CPUExecutionProvider"):
+        adapter_for("piper").load(
+            builtin_catalog().get(MODEL_ID), AdapterOptions.for_device(Device.CUDA)
+        )
+
+
+def test_device_cpu_never_asks_for_cuda() -> None:
+    """device: cpu lists only the CPU provider, whatever onnxruntime was built with."""
+    options = AdapterOptions.for_device(Device.CPU)
+    built = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert onnx_session.providers(options, built) == ["CPUExecutionProvider"]

@@ -247,3 +247,45 @@ def test_idle_threads_counts_threads_free_for_a_new_job() -> None:
     scheduler = SynthesisScheduler(2)
     assert scheduler.idle_threads() == 2
     scheduler.close()
+
+
+class WideGatedVoice(GatedVoice):
+    """GatedVoice with a wide session: records which texts ran on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide: list[str] = []
+
+    def synthesize_wide(self, text: str) -> Iterator[np.ndarray]:
+        self.wide.append(text)
+        return self.synthesize(text)
+
+
+def test_a_lone_job_runs_wide_and_a_job_beside_another_runs_narrow() -> None:
+    """The only job gets the wide session; one that starts while another runs does not."""
+    scheduler = SynthesisScheduler(2)
+    scheduler.start()
+    try:
+        voice, rec = WideGatedVoice(), Recorder()
+        scheduler.submit(rec.job(voice, "block-alone", deadline=0.0))
+        assert voice.started_event("block-alone").wait(WAIT_S)
+        scheduler.submit(rec.job(voice, "beside", deadline=1.0))
+        rec.wait("beside")
+        voice.gate("block-alone").set()
+        rec.wait("block-alone")
+        scheduler.submit(rec.job(voice, "alone-again", deadline=2.0))
+        rec.wait("alone-again")
+        assert voice.wide == ["block-alone", "alone-again"]
+        assert all(rec.done[t] is None for t in ("block-alone", "beside", "alone-again"))
+    finally:
+        scheduler.close()
+
+
+def test_a_voice_without_a_wide_session_runs_lone_jobs_as_usual(
+    scheduler: SynthesisScheduler,
+) -> None:
+    """Voices that are not WideVoice (tone, fakes) are unaffected."""
+    voice, rec = GatedVoice(), Recorder()
+    scheduler.submit(rec.job(voice, "alone", deadline=0.0))
+    rec.wait("alone")
+    assert rec.done["alone"] is None and rec.audio["alone"] == 200

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from duplex.worker.adapters.base import Int16Array, Voice
+from duplex.worker.adapters.base import Int16Array, Voice, WideVoice
 from duplex.worker.metrics import WorkerPromMetrics
 
 _LOG = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class _Entry:
     job: SynthesisJob
     seq: int
     cancelled: threading.Event = field(default_factory=threading.Event)
+    wide: bool = False  # runs on the voice's wide session (it started alone)
 
     def sort_key(self) -> tuple[float, int]:
         return (self.job.deadline, self.seq)
@@ -88,6 +89,10 @@ class SynthesisScheduler:
     The heap is ordered by (deadline, submit order); a job submitted late with an earlier
     deadline runs before queued jobs that are due later. Running jobs are not preempted:
     a clause is short, and a voice cannot be paused mid-inference.
+
+    A job that starts while no other job runs or waits gets the voice's wide session
+    (:class:`~duplex.worker.adapters.base.WideVoice`) when it has one: the cores would
+    otherwise idle, and one client's first audio comes sooner.
     """
 
     def __init__(self, threads: int, *, metrics: WorkerPromMetrics | None = None) -> None:
@@ -218,6 +223,7 @@ class SynthesisScheduler:
                 if self._closing:
                     return
                 _, _, entry = heapq.heappop(self._heap)
+                entry.wide = not self._heap and not self._running
                 self._running[entry.seq] = entry
             try:
                 self._run(entry)
@@ -233,7 +239,11 @@ class SynthesisScheduler:
         chunks: Iterator[Int16Array] = iter(())
         try:
             started = time.perf_counter()
-            chunks = job.voice.synthesize(job.text)
+            voice = job.voice
+            if entry.wide and isinstance(voice, WideVoice):
+                chunks = voice.synthesize_wide(job.text)
+            else:
+                chunks = voice.synthesize(job.text)
             for chunk in chunks:
                 synth += time.perf_counter() - started
                 if entry.cancelled.is_set():

@@ -14,7 +14,7 @@ from piper import PiperVoice
 from piper.config import PiperConfig
 
 from duplex.worker.adapters.base import AdapterOptions, Int16Array
-from duplex.worker.adapters.onnx_session import active_provider, open_session
+from duplex.worker.adapters.onnx_session import active_provider, open_session, open_wide_session
 from duplex.worker.catalog import ModelSpec
 
 
@@ -23,13 +23,15 @@ class LoadedPiperVoice:
 
     Thread-safe without a lock of ours: piper serialises its espeak-ng phonemizer with its
     own module lock, and ``InferenceSession.run`` is thread-safe. Yields one chunk per
-    sentence (Piper's unit), as soon as each is synthesized.
+    sentence (Piper's unit), as soon as each is synthesized. ``wide``, when given, is the
+    same model on a session with more intra-op threads (:meth:`synthesize_wide`).
     """
 
-    def __init__(self, model_id: str, voice: PiperVoice) -> None:
+    def __init__(self, model_id: str, voice: PiperVoice, wide: PiperVoice | None = None) -> None:
         self.model_id = model_id
         self.sample_rate: int = voice.config.sample_rate
         self._voice: PiperVoice | None = voice
+        self._wide: PiperVoice | None = wide
         self._closed = threading.Event()
 
     @property
@@ -42,9 +44,22 @@ class LoadedPiperVoice:
         """The execution provider that really runs the model."""
         return active_provider(self.session)
 
+    @property
+    def wide_session(self) -> onnxruntime.InferenceSession | None:
+        """The wide session (None: this voice has none)."""
+        self._require()
+        return None if self._wide is None else self._wide.session
+
     def synthesize(self, text: str) -> Iterator[Int16Array]:
         """Yield int16 mono audio, one chunk per sentence of ``text``."""
+        return self._chunks(self._require(), text)
+
+    def synthesize_wide(self, text: str) -> Iterator[Int16Array]:
+        """:meth:`synthesize` on the wide session (the narrow one if there is none)."""
         voice = self._require()
+        return self._chunks(self._wide or voice, text)
+
+    def _chunks(self, voice: PiperVoice, text: str) -> Iterator[Int16Array]:
         for chunk in voice.synthesize(text):
             if self._closed.is_set():
                 return
@@ -56,6 +71,7 @@ class LoadedPiperVoice:
         """Drop the session; onnxruntime frees its memory (and its CUDA arena) with it."""
         self._closed.set()
         self._voice = None
+        self._wide = None
         gc.collect()
 
     def _require(self) -> PiperVoice:
@@ -77,11 +93,15 @@ class PiperAdapter:
         config_path = Path(spec.params.get("config_path") or f"{model_path}.json")
         with config_path.open(encoding="utf-8") as f:
             config = PiperConfig.from_dict(json.load(f))
-        session = open_session(model_path, options, model_id=spec.model_id)
-        voice = PiperVoice(session=session, config=config)
         if config.sample_rate != spec.native_sample_rate:
             raise ValueError(
                 f"{spec.model_id}: voice rate {config.sample_rate} Hz differs from the "
                 f"catalog's {spec.native_sample_rate} Hz"
             )
-        return LoadedPiperVoice(spec.model_id, voice)
+        session = open_session(model_path, options, model_id=spec.model_id)
+        wide = open_wide_session(model_path, options, session, model_id=spec.model_id)
+        return LoadedPiperVoice(
+            spec.model_id,
+            PiperVoice(session=session, config=config),
+            None if wide is None else PiperVoice(session=wide, config=config),
+        )
