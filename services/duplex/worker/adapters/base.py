@@ -135,6 +135,8 @@ _ADAPTERS: Mapping[str, tuple[str, str]] = MappingProxyType(
         "piper": ("duplex.worker.adapters.piper", "PiperAdapter"),
         "kokoro": ("duplex.worker.adapters.kokoro", "KokoroAdapter"),
         "tone": ("duplex.worker.adapters.tone", "ToneAdapter"),
+        "xtts": ("duplex.worker.adapters.xtts", "XttsAdapter"),
+        "cosyvoice2": ("duplex.worker.adapters.cosyvoice", "CosyVoiceAdapter"),
     }
 )
 
