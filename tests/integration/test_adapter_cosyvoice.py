@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 from duplex.gen.tts.v1 import tts_pb2
-from duplex.worker.adapters.base import AdapterOptions, adapter_families
+from duplex.worker.adapters.base import AdapterOptions
 from duplex.worker.adapters.zero_shot import ReferenceAudio, ReferenceAudioError
 from duplex.worker.catalog import Catalog, ModelSpec
 
@@ -37,10 +37,6 @@ HAVE_COSY = (
 )
 SKIP_REASON = "cosyvoice2-eu/torch not installed (optional: make venv installs them --no-deps)"
 needs_cosy = pytest.mark.skipif(not HAVE_COSY, reason=SKIP_REASON)
-needs_registry = pytest.mark.skipif(
-    "cosyvoice2" not in adapter_families(),
-    reason="the adapter registry (worker/adapters/base.py) has no 'cosyvoice2' entry in this build",
-)
 # The runtime's own deprecation noise (torch.cuda.amp, NumPy 2's __array_wrap__).
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning:cosyvoice.cli.model"),
@@ -196,7 +192,6 @@ def _open(*, sample_rate: int, reference: ReferenceAudio | None = None) -> Any:
 
 
 @needs_cosy
-@needs_registry
 async def test_worker_streams_exact_frames_at_the_session_rate_for_two_sessions(
     tiny_cosy_dir: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from duplex.gen.tts.v1 import tts_pb2
-from duplex.worker.adapters.base import AdapterOptions, adapter_families
+from duplex.worker.adapters.base import AdapterOptions
 from duplex.worker.adapters.zero_shot import ReferenceAudio, ReferenceAudioError
 from duplex.worker.catalog import Catalog, ModelSpec
 
@@ -35,10 +35,6 @@ from tests.integration.worker_fixtures import (
 HAVE_XTTS = importlib.util.find_spec("TTS") is not None and importlib.util.find_spec("torch")
 SKIP_REASON = "coqui-tts/torch not installed (optional extra: make venv installs '.[xtts]')"
 needs_xtts = pytest.mark.skipif(not HAVE_XTTS, reason=SKIP_REASON)
-needs_registry = pytest.mark.skipif(
-    "xtts" not in adapter_families(),
-    reason="the adapter registry (worker/adapters/base.py) has no 'xtts' entry in this build",
-)
 MODEL_ID = "xtts-v2-en-demo"
 RATE = 24000
 
@@ -173,7 +169,6 @@ def _open(*, sample_rate: int, reference: ReferenceAudio | None = None) -> objec
 
 
 @needs_xtts
-@needs_registry
 async def test_worker_streams_exact_frames_at_the_session_rate_for_two_sessions(
     tiny_xtts_dir: Path, redis_url: str
 ) -> None:
@@ -200,7 +195,6 @@ async def test_worker_streams_exact_frames_at_the_session_rate_for_two_sessions(
 
 
 @needs_xtts
-@needs_registry
 async def test_worker_refuses_unusable_reference_audio(tiny_xtts_dir: Path, redis_url: str) -> None:
     """A 0.1 s reference ends the stream with INVALID_ARGUMENT naming the minimum."""
     import grpc

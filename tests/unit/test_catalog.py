@@ -86,7 +86,8 @@ def test_builtin_catalog_has_the_documented_models() -> None:
         "kokoro-ja-jm_kumo",
         "tone-fast",
         "tone-rt02",
-        *(m for m, f in GPU_MODELS if f in adapter_families()),
+        "xtts-v2-en-demo",
+        "cosyvoice2-en-base",
     )
     piper = catalog.get("piper-en-joe-medium")
     assert (piper.family, piper.languages, piper.native_sample_rate) == ("piper", ("en",), 22050)
@@ -129,14 +130,6 @@ def test_own_piper_voices_join_the_catalog_as_piper_models() -> None:
     assert spec.params["config_path"] == ""  # the adapter then reads model_path + ".json"
 
 
-GPU_MODELS = (("xtts-v2-en-demo", "xtts"), ("cosyvoice2-en-base", "cosyvoice2"))
-needs_xtts_registered = pytest.mark.skipif(
-    "xtts" not in adapter_families(),
-    reason="the adapter registry (worker/adapters/base.py) has no 'xtts' entry in this build",
-)
-
-
-@needs_xtts_registered
 def test_gpu_model_dirs_come_from_config_else_environment() -> None:
     """model_dirs wins over XTTS_MODEL_DIR; unset leaves it empty; zero_shot at 24 kHz."""
     env = {"XTTS_MODEL_DIR": "/env/xtts"}
@@ -146,6 +139,9 @@ def test_gpu_model_dirs_come_from_config_else_environment() -> None:
     assert builtin_catalog(environ={}).get("xtts-v2-en-demo").params["model_dir"] == ""
     spec = catalog.get("xtts-v2-en-demo")
     assert "zero_shot" in spec.capabilities and spec.native_sample_rate == 24000
+    cosy = builtin_catalog(environ={"COSYVOICE_MODEL_DIR": "/env/cosy"}).get("cosyvoice2-en-base")
+    assert (cosy.family, cosy.params["model_dir"]) == ("cosyvoice2", "/env/cosy")
+    assert "zero_shot" in cosy.capabilities and cosy.native_sample_rate == 24000
 
 
 def test_model_dirs_for_an_unknown_model_are_refused() -> None:
