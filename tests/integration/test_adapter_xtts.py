@@ -14,7 +14,7 @@ import asyncio
 import importlib.util
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +129,7 @@ def test_early_close_of_the_stream_frees_the_model_for_the_next_clause(voice: ob
     assert isinstance(voice, XttsVoice)
     stream = voice.synthesize("Hello there, friend.")
     assert next(stream).size
+    assert isinstance(stream, Generator)  # the adapter's stream is a generator: closable
     stream.close()
     assert sum(c.size for c in voice.synthesize("Nine.")) > 0
 
