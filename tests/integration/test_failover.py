@@ -130,13 +130,16 @@ async def test_with_no_worker_left_the_unspoken_text_is_reported(
     assert client.got.audio_ends() == []
     match = re.search(r"(\d+) characters of text were not spoken", errors[0]["message"])
     assert match is not None
-    # The voiced clauses are the whole ones the client heard (all voiced audio is played
-    # before the error); any frames beyond them belong to the clause that was cut.
-    voiced_chars, total = 0, 0
+    # The whole clauses the client heard are voiced (all voiced audio is played before the
+    # error); of the clause that was cut, the words whose audio fully arrived count as
+    # voiced too, so the unspoken count ends at a word inside that clause.
+    voiced_chars, total, cut_clause = 0, 0, ""
     for clause, frames in zip(CLAUSES, clause_frames(TEXT), strict=True):
         if total + frames > heard:
+            cut_clause = clause
             break
         total += frames
         voiced_chars += len(clause)
     assert 0 < voiced_chars < len(TEXT)
-    assert int(match.group(1)) == len(TEXT) - voiced_chars
+    unspoken = int(match.group(1))
+    assert len(TEXT) - voiced_chars - len(cut_clause) <= unspoken <= len(TEXT) - voiced_chars

@@ -453,7 +453,8 @@ async def test_failover_mid_utterance_voices_every_character_once(harness_factor
     await h.text(SENTENCE, final=True)
     await h.sink.wait_for(lambda: h.sink.audio_ends() == [0])
     assert h.sink.heard() == no_spaces(SENTENCE)
-    voiced_by_a = len("Hello there, my friend. ")
+    # a's cut clause is resumed from the last word whose audio fully arrived, not its start.
+    voiced_by_a = len("Hello there, my friend. How")
     assert b.stream.sent == [(SENTENCE[voiced_by_a:], True)]
     failovers = [m for m in h.sink.messages if isinstance(m, WorkerFailover)]
     assert failovers == [WorkerFailover("a", "b")]
