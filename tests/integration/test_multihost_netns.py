@@ -236,7 +236,12 @@ async def test_a_cut_off_worker_host_leaves_routing_and_its_sessions_fail_over(
               f"(worker_ttl_ms {TTL_MS})")  # fmt: skip
         assert gone_s >= 0
         assert left_after <= (TTL_MS + 2 * RECONCILE_MS) / 1000 + 1.0
-        await until(lambda: all(s.of_type("AudioEnd") for s in sessions), limit_s=30)
+        try:
+            await until(lambda: all(s.of_type("AudioEnd") for s in sessions), limit_s=30)
+        except TimeoutError:
+            for s in sessions:
+                print(s.started["worker"], s.frames, s.messages)
+            raise
         expected = tone_frames(TEXT)
         longest_clause = max(tone_frames(c) for c in TEXT.split(", "))
         for session in sessions:

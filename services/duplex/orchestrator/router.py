@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from duplex.orchestrator.metrics import OrchestratorMetrics
 from duplex.registry.inflight import SharedInflight
@@ -116,7 +117,10 @@ class Router:
         """Choose a worker; raises NoWorkerAvailable saying what was asked and why not.
 
         ``exclude`` names workers that must not be chosen (those that just failed this
-        session). The decision counts as in flight until `release` or the next heartbeat.
+        session). A failover prefers workers on another host than the failed ones: a worker
+        that stops answering often means its whole host is cut off, and its siblings there
+        are still in the view until their heartbeats expire. The decision counts as in
+        flight until `release` or the next heartbeat.
         """
         started = time.perf_counter()
         live = self._view.workers()
@@ -133,14 +137,24 @@ class Router:
                 if others:
                     counts[name] = counts.get(name, 0) + others
         self._cursor += 1
-        decision = choose_worker(
-            request,
-            candidates,
-            settings=settings,
-            drained=self._view.drained(),
-            inflight=counts,
-            cursor=cursor,
-        )
+        failed_hosts = {_host(live[n].addr) for n in exclude if n in live}
+        elsewhere = [w for w in candidates if _host(w.addr) not in failed_hosts]
+        decision = None
+        for pool in [elsewhere, candidates] if failed_hosts and elsewhere else [candidates]:
+            try:
+                decision = choose_worker(
+                    request,
+                    pool,
+                    settings=settings,
+                    drained=self._view.drained(),
+                    inflight=counts,
+                    cursor=cursor,
+                )
+                break
+            except NoWorkerAvailable:
+                if pool is candidates:
+                    raise
+        assert decision is not None
         name = decision.worker.name
         routed_at = self._clock()
         self._inflight.setdefault(name, []).append(_InFlight(decision, routed_at))
@@ -182,3 +196,8 @@ class Router:
                 self._inflight[name] = kept
             else:
                 del self._inflight[name]
+
+
+def _host(addr: str) -> str:
+    """The host of an announced address ("grpc://10.0.0.5:7001" -> "10.0.0.5")."""
+    return urlsplit(addr if "://" in addr else f"grpc://{addr}").hostname or addr
