@@ -24,7 +24,7 @@ from duplex.worker.adapters.base import AdapterOptions
 from duplex.worker.adapters.zero_shot import ReferenceAudio, ReferenceAudioError
 from duplex.worker.catalog import Catalog, ModelSpec
 
-from tests.integration.tiny_models import XTTS_CHUNK_TOKENS, build_tiny_xtts
+from tests.integration.tiny_models import XTTS_CHUNK_TOKENS, shared_tiny_xtts
 from tests.integration.worker_fixtures import (
     collect,
     running_worker,
@@ -62,7 +62,7 @@ def tiny_xtts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny XTTS directory for the whole run (about 90 MB, built in seconds)."""
     if not HAVE_XTTS:
         pytest.skip(SKIP_REASON)
-    return build_tiny_xtts(tmp_path_factory.mktemp("xtts"))
+    return shared_tiny_xtts(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

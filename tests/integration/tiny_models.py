@@ -31,6 +31,15 @@ _CORPUS = (
 )
 
 
+def shared_tiny_xtts(base: Path) -> Path:
+    """The run's one tiny XTTS directory under ``base`` (the session's base temp dir):
+    built by the first test module that asks, reused by the others."""
+    root = base / "tiny-xtts"
+    if not (root / "speakers_xtts.pth").is_file():  # written last by build_tiny_xtts
+        build_tiny_xtts(root)
+    return root
+
+
 def build_tiny_xtts(root: Path) -> Path:
     """Write a tiny XTTS model directory at ``root`` and return it."""
     import torch
