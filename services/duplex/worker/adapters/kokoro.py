@@ -23,7 +23,7 @@ import numpy.typing as npt
 import onnxruntime
 
 from duplex.worker.adapters.base import AdapterOptions, AdapterUnavailable, Int16Array
-from duplex.worker.adapters.onnx_session import active_provider, open_session
+from duplex.worker.adapters.onnx_session import active_provider, open_session, open_wide_session
 from duplex.worker.catalog import ModelSpec
 
 INSTALL_HINT = (
@@ -79,10 +79,12 @@ class KokoroVoice:
         sample_rate: int,
         speed: float = 1.0,
         sentence_pause_s: float = 0.35,
+        wide: onnxruntime.InferenceSession | None = None,
     ) -> None:
         self.model_id = model_id
         self.sample_rate = sample_rate
         self._session: onnxruntime.InferenceSession | None = session
+        self._wide = wide
         self._g2p = g2p
         self._g2p_lock = threading.Lock()
         self._vocab = vocab
@@ -100,13 +102,25 @@ class KokoroVoice:
         return session
 
     @property
+    def wide_session(self) -> onnxruntime.InferenceSession | None:
+        """The session for lone jobs (None: this voice has none)."""
+        return self._wide
+
+    @property
     def provider(self) -> str:
         """The execution provider that really runs the model."""
         return active_provider(self.session)
 
     def synthesize(self, text: str) -> Iterator[Int16Array]:
         """Yield int16 audio sentence by sentence, with a short pause between sentences."""
+        return self._chunks(self.session, text)
+
+    def synthesize_wide(self, text: str) -> Iterator[Int16Array]:
+        """:meth:`synthesize` on the wide session (the narrow one if there is none)."""
         session = self.session
+        return self._chunks(self._wide or session, text)
+
+    def _chunks(self, session: onnxruntime.InferenceSession, text: str) -> Iterator[Int16Array]:
         sentences = [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
         for index, sentence in enumerate(sentences):
             with self._g2p_lock:
@@ -124,6 +138,7 @@ class KokoroVoice:
         """Drop the session; onnxruntime frees its memory (and its CUDA arena) with it."""
         self._closed.set()
         self._session = None
+        self._wide = None
         gc.collect()
 
     def _infer(self, session: onnxruntime.InferenceSession, phonemes: str) -> Int16Array:
@@ -184,6 +199,7 @@ class KokoroAdapter:
                 f"{spec.native_sample_rate} Hz"
             )
         session = open_session(core.model_path(), options, model_id=spec.model_id)
+        wide = open_wide_session(core.model_path(), options, session, model_id=spec.model_id)
         return KokoroVoice(
             spec.model_id,
             session,
@@ -193,4 +209,5 @@ class KokoroAdapter:
             sample_rate=rate,
             speed=float(spec.params.get("speed", "1.0")),
             sentence_pause_s=float(spec.params.get("sentence_pause_s", "0.35")),
+            wide=wide,
         )
