@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import html
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -41,6 +42,7 @@ from duplex.registry.records import RoutingSettings
 from duplex.registry.view import RegistryView
 from duplex.webassets import web_root
 from duplex.workerclient import WorkerClients
+from duplex.workerclient.credentials import WorkerSecurity
 
 _LOG = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ def build_console_app(config: ConsoleConfig) -> Starlette:
         await view.start()
         client = open_redis(config.redis.url, timeout_s=_REDIS_TIMEOUT_S)
         admin = RegistryAdmin(config.redis.url, timeout_s=_REDIS_TIMEOUT_S)
-        clients = WorkerClients()
+        clients = WorkerClients(WorkerSecurity.from_env(os.environ))
         state = ConsoleState(
             config=config,
             view=view,

@@ -21,8 +21,8 @@ from types import MappingProxyType
 
 from duplex.configfile import ConfigError as ConfigError
 from duplex.configfile import apply_env, build_section, read_yaml
+from duplex.registry._connect import check_redis_url
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Below this the page polls faster than the registry view can change (it reconciles at 1 s
 # and follows events), and above it the "within 2 s" cannot hold.
 MIN_REFRESH_MS = 250
@@ -99,10 +99,8 @@ class ConsoleRedisConfig:
     reconcile_interval_ms: int = 1000
 
     def __post_init__(self) -> None:
-        _require(
-            self.url.startswith(_REDIS_SCHEMES),
-            "redis.url must start with redis://, rediss:// or unix://",
-        )
+        problem = check_redis_url(self.url)
+        _require(problem is None, problem or "")
         _require(self.worker_ttl_ms > 0, "redis.worker_ttl_ms must be > 0")
         _require(self.reconcile_interval_ms > 0, "redis.reconcile_interval_ms must be > 0")
 

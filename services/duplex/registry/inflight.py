@@ -25,12 +25,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from duplex.registry._connect import REDIS_ERRORS, db_of, describe, open_redis
-from duplex.registry.keys import ORCHESTRATORS_LIVE
+from duplex.registry.keys import INFLIGHT_PREFIX, ORCHESTRATORS_LIVE
 
 _LOG = logging.getLogger(__name__)
-
-INFLIGHT_PREFIX = "inflight:"
-"""`inflight:{worker}`: sorted set of live routed sessions, scored by lease expiry."""
 
 _SEP = "|"
 _MAX_BATCH = 256

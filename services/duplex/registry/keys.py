@@ -26,6 +26,10 @@ orchestrator process, its in-flight counts per worker and its live sessions."""
 ORCHESTRATORS_LIVE = "orchestrators:live"
 """Sorted set: member = orchestrator id, score = its last heartbeat (unix seconds)."""
 
+INFLIGHT_PREFIX = "inflight:"
+"""`inflight:{worker}`: a sorted set of that worker's live sessions across all orchestrators:
+member = orchestrator id and session id, score = when its lease ends (unix seconds)."""
+
 # Event types (the message payload of a keyspace notification) after which the key is gone.
 REMOVAL_EVENTS = frozenset({"del", "expired", "evicted", "rename_from", "move_from", "unlink"})
 
