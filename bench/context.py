@@ -82,6 +82,11 @@ class BenchContext:
             line = self.state.line(message)
         print(line, file=sys.stdout, flush=True)
 
+    def enter(self, section: str, index: int, count: int) -> None:
+        """The run moves on to ``section`` (the ``index``-th of ``count``)."""
+        with self._lock:
+            self.state.enter(section, index, count)
+
     def heartbeat(self, quiet_s: float) -> None:
         """Print the progress line again when nothing was printed for ``quiet_s``."""
         with self._lock:

@@ -129,7 +129,7 @@ async def run_one(
 ) -> None:
     ctx.say("")
     ctx.say(f"== {bench.name} ({index}/{count}): {bench.title}")
-    ctx.state.enter(bench.name, index, count)
+    ctx.enter(bench.name, index, count)
     budget = (bench.quick_budget_s or QUICK_BUDGET_S) if quick else bench.budget_s
     section.load_start = load_average()
     ctx.progress(f"load average {list(section.load_start)}, budget {budget:.0f} s")

@@ -4,12 +4,14 @@ first, the versions, load averages and commands, and plots that tolerate missing
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.context import BenchContext
+from bench.context import BenchContext, Watcher
 from bench.plots import write_plots
 from bench.report import Section, Table, report_folder, write_report
 
@@ -100,10 +102,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def written(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One report written from the fixed results (drawing the plots takes a second or two)."""
     return write_report(
-        tmp_path,
+        tmp_path_factory.mktemp("reports"),
         [*other_sections(), peers_section()],
         machine(),
         quick=True,
@@ -185,7 +188,7 @@ def test_progress_line_names_section_step_and_elapsed_and_commands_are_kept_once
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ctx = BenchContext(quick=True, texts=("a",), workdir=tmp_path)
-    ctx.state.enter("peers", 8, 9)
+    ctx.enter("peers", 8, 9)
     ctx.progress("wyoming-piper: 4 client(s)")
     ctx.command(["python", "-m", "wyoming_piper", "--data-dir", "/tmp/a b"])
     ctx.command(["python", "-m", "wyoming_piper", "--data-dir", "/tmp/a b"])
@@ -203,3 +206,32 @@ def test_progress_line_names_section_step_and_elapsed_and_commands_are_kept_once
         ]
     }
     assert ctx.configs == {str(config): "worker: {}\n"}
+
+
+def test_a_quiet_step_prints_its_progress_line_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ctx = BenchContext(quick=True, texts=("a",), workdir=tmp_path)
+    ctx.enter("peers", 1, 1)
+    ctx.progress("Pipecat pipeline: 8 pipeline(s)")
+    ctx.heartbeat(3600.0)  # not quiet long enough: nothing
+    ctx.heartbeat(0.0)
+
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[1].endswith("Pipecat pipeline: 8 pipeline(s) (still running)")
+
+
+def test_the_watcher_records_the_processes_a_section_starts(tmp_path: Path) -> None:
+    ctx = BenchContext(quick=True, texts=("a",), workdir=tmp_path)
+    ctx.enter("routing_scale", 1, 1)
+    with Watcher(ctx, heartbeat_s=3600.0):
+        child = subprocess.Popen(["sleep", "1.5"])
+        try:
+            deadline = time.monotonic() + 5.0
+            while "sleep 1.5" not in ctx.commands.get("routing_scale", []):
+                assert time.monotonic() < deadline, ctx.commands
+                time.sleep(0.05)
+        finally:
+            child.kill()
+            child.wait(timeout=5)
