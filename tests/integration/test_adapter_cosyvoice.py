@@ -180,6 +180,23 @@ def test_no_model_directory_says_what_to_configure() -> None:
         CosyVoiceAdapter().load(_spec(""), AdapterOptions(use_cuda=False))
 
 
+@needs_cosy
+@pytest.mark.skipif(
+    importlib.util.find_spec("hyperpyyaml") is not None,
+    reason="the runtime's full requirements are installed here (a GPU image)",
+)
+def test_without_the_runtimes_requirements_the_load_says_what_to_install(
+    tiny_cosy_dir: Path,
+) -> None:
+    """The runtime's own loader (CosyVoice2) needs hyperpyyaml and more, which the test
+    install leaves out: AdapterUnavailable naming the package, never a bare ImportError."""
+    from duplex.worker.adapters.base import AdapterUnavailable
+    from duplex.worker.adapters.cosyvoice import CosyVoiceAdapter
+
+    with pytest.raises(AdapterUnavailable, match="cosyvoice2-eu"):
+        CosyVoiceAdapter().load(_spec(tiny_cosy_dir), AdapterOptions(use_cuda=False))
+
+
 # -- through a real gRPC worker -------------------------------------------------------------
 
 
