@@ -35,6 +35,7 @@ TITLE = (
 N_WORKERS = 1000  # the main figures
 FLEET_SIZES = (10, 100, N_WORKERS)  # the sweep; full runs add LARGEST_FLEET
 LARGEST_FLEET = 3000
+YIELD_EVERY_S = 0.005
 MODEL = "piper-en-joe-medium"
 REQUEST = SessionRequest(model_id=MODEL, language="en")
 
@@ -352,7 +353,21 @@ def report(
     }
 
 
+class Yield:
+    """Lets the view's task run every YIELD_EVERY_S of back-to-back decisions (a loop held
+    longer starves its Redis reads past their timeout; a view without Redis prunes the fleet)."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+
+    async def maybe(self) -> None:
+        if time.perf_counter() - self._last >= YIELD_EVERY_S:
+            await asyncio.sleep(0)
+            self._last = time.perf_counter()
+
+
 async def time_ours(view: RegistryView, n: int) -> tuple[Summary, int]:
+    pause = Yield()
     samples: list[float] = []
     queue = -1
     for i in range(n):
@@ -367,23 +382,22 @@ async def time_ours(view: RegistryView, n: int) -> tuple[Summary, int]:
         )
         samples.append(time.perf_counter() - start)
         queue = decision.worker.metrics.queue_depth
-        if i % 50 == 0:
-            await asyncio.sleep(0)  # let the view's task run, as between real sessions
+        await pause.maybe()
     return summarize(samples), queue
 
 
 async def time_router(view: RegistryView, settings: RoutingSettings, n: int) -> tuple[Summary, int]:
     router = Router(view, settings)
+    pause = Yield()
     samples: list[float] = []
     queue = -1
-    for i in range(n):
+    for _ in range(n):
         start = time.perf_counter()
         decision = router.route(REQUEST)
         router.release(decision)
         samples.append(time.perf_counter() - start)
         queue = decision.worker.metrics.queue_depth
-        if i % 50 == 0:
-            await asyncio.sleep(0)
+        await pause.maybe()
     return summarize(samples), queue
 
 
