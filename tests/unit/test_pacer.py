@@ -7,9 +7,15 @@ import time
 from collections.abc import Callable
 
 import pytest
+from duplex.audio.frames import PcmFrame
 from duplex.orchestrator.session.pacer import Pacer
+from duplex.orchestrator.session.pacer_clock import PacerClock
 
 FRAME = 0.02
+
+
+def pcm(data: bytes) -> PcmFrame:
+    return PcmFrame(data, 48000)
 
 
 class Recorder:
@@ -20,8 +26,8 @@ class Recorder:
         self.times: list[float] = []
         self.lateness: list[float] = []
 
-    async def send(self, pcm: bytes) -> None:
-        self.frames.append(pcm)
+    async def send(self, frame: PcmFrame) -> None:
+        self.frames.append(frame.pcm)
         self.times.append(time.monotonic())
 
 
@@ -40,7 +46,7 @@ def make_pacer(rec: Recorder, lead_ms: int = 60, max_buffer: int = 500) -> Pacer
 
 async def push_frames(pacer: Pacer, count: int, first: int = 0) -> None:
     for i in range(first, first + count):
-        await pacer.push(i.to_bytes(4, "big"))
+        await pacer.push(pcm(i.to_bytes(4, "big")))
 
 
 async def wait_for(predicate: Callable[[], bool], limit_s: float = 5.0) -> None:
@@ -170,7 +176,7 @@ async def test_push_waits_while_the_buffer_is_full(rec: Recorder) -> None:
     pacer = make_pacer(rec, lead_ms=0, max_buffer=4)
     pacer.pause()
     await push_frames(pacer, 4)
-    blocked = asyncio.create_task(pacer.push(b"late"))
+    blocked = asyncio.create_task(pacer.push(pcm(b"late")))
     await asyncio.sleep(0.05)
     assert not blocked.done()
     assert pacer.buffered == 4
@@ -226,13 +232,79 @@ async def test_a_frame_waiting_for_room_is_dropped_by_clear(rec: Recorder) -> No
     pacer = make_pacer(rec, lead_ms=0, max_buffer=2)
     pacer.pause()
     await push_frames(pacer, 2)
-    blocked = asyncio.create_task(pacer.push(b"stale"))
+    blocked = asyncio.create_task(pacer.push(pcm(b"olds")))
     await asyncio.sleep(0.02)
     assert pacer.clear() == 2
     await asyncio.wait_for(blocked, 2.0)
     pacer.resume()
-    await pacer.push(b"fresh")
+    await pacer.push(pcm(b"news"))
     await wait_for(lambda: len(rec.frames) == 1)
     await asyncio.sleep(0.03)
     await pacer.aclose()
-    assert rec.frames == [b"fresh"]
+    assert rec.frames == [b"news"]
+
+
+async def test_pacers_on_one_shared_clock_each_keep_real_time_and_order() -> None:
+    """Twenty sessions on one PacerClock: every one gets its frames in order, at real time."""
+    ticker = PacerClock()
+    recs = [Recorder() for _ in range(20)]
+    pacers = [
+        Pacer(r.send, lead_ms=40, observe_lateness=r.lateness.append, ticker=ticker) for r in recs
+    ]
+    for p in pacers:
+        p.start()
+    for p in pacers:
+        await push_frames(p, 15)
+    await wait_for(lambda: all(len(r.frames) == 15 for r in recs))
+    for p in pacers:
+        await p.aclose()
+    await ticker.aclose()
+    for r in recs:
+        assert r.frames == [i.to_bytes(4, "big") for i in range(15)]
+        # frame 14 is due 14 * 20 ms - 40 ms = 240 ms after the first
+        assert r.times[-1] - r.times[0] >= 0.24 - 0.005
+        assert len(r.lateness) == 15
+
+
+async def test_a_send_that_waits_holds_back_only_its_own_session(rec: Recorder) -> None:
+    """One sink stalls mid-send: the others on the same clock keep their pace; the stalled
+    session finishes its send and goes on once the sink is free."""
+    ticker = PacerClock()
+    gate = asyncio.Event()
+    stalled: list[bytes] = []
+
+    async def slow_send(frame: PcmFrame) -> None:
+        await gate.wait()
+        stalled.append(frame.pcm)
+
+    slow = Pacer(slow_send, lead_ms=0, ticker=ticker)
+    fast = Pacer(rec.send, lead_ms=0, ticker=ticker)
+    slow.start()
+    fast.start()
+    await push_frames(slow, 3)
+    await push_frames(fast, 5)
+    await wait_for(lambda: len(rec.frames) == 5)
+    assert stalled == []
+    gate.set()
+    await wait_for(lambda: len(stalled) == 3)
+    for p in (slow, fast):
+        await p.aclose()
+    await ticker.aclose()
+    assert stalled == [i.to_bytes(4, "big") for i in range(3)]
+
+
+async def test_a_failing_send_ends_the_pacer_task_with_the_error(rec: Recorder) -> None:
+    """The session watches the pacer's task: a sink that raises ends it with that error."""
+
+    async def broken(frame: PcmFrame) -> None:
+        raise ConnectionError("client gone")
+
+    pacer = Pacer(broken, lead_ms=0, ticker=PacerClock())
+    pacer.start()
+    await pacer.push(pcm(b"xx"))
+    task = pacer.task
+    assert task is not None
+    with pytest.raises(ConnectionError):
+        async with asyncio.timeout(2.0):
+            await task
+    await pacer.aclose()

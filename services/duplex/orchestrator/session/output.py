@@ -62,6 +62,7 @@ class Output:
             observe_lateness=metrics.frame_send_lateness_seconds.observe,
             on_drained=on_change,
             name=name,
+            ticker=channel.pacer_clock,
         )
 
     @property

@@ -8,6 +8,11 @@ run is due at ``start + k * frame - lead`` (the first ``lead`` worth goes at onc
 resume, a clear, or a frame sent later than the lead allows (an under-run: the client has
 played everything it had, e.g. before a new utterance) starts a new run. Back-to-back
 utterances stay one run, so the client's buffer never grows beyond the lead.
+
+Pacers share a `PacerClock` (one per transport): its one task serves every pacer whose
+frame is due, instead of a timer and a task wake-up per frame per session. A run starts on
+the clock's grid (at most a slot after the frame that starts it would have been due), and
+only the frames beyond the first lead's worth wait for it, so first audio is not delayed.
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from duplex.audio.frames import PcmFrame
+from duplex.orchestrator.session.pacer_clock import PacerClock, resume
 
 log = logging.getLogger(__name__)
+
+# A frame this close to its due time goes now: waiting would cost a pass of the ticker.
+_EARLY_S = 50e-6
 
 Send = Callable[[PcmFrame], Awaitable[None]]
 Marker = Callable[[], Awaitable[None]]
@@ -46,6 +56,10 @@ class Pacer:
     sent, and survive ``clear()``: the session uses them for AudioEnd and first-audio
     timing. ``push`` waits while ``max_buffer`` frames are queued (the worker's own pacing
     keeps the queue short; reaching the bound is logged once per session).
+
+    Frames are sent from ``ticker``'s task (a private one when none is given). The pacer's
+    own ``task`` finishes a send that had to wait, and ends with the error of a send that
+    failed: the session watches it.
     """
 
     def __init__(
@@ -59,6 +73,7 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         on_drained: Callable[[], None] | None = None,
         name: str = "pacer",
+        ticker: PacerClock | None = None,
     ) -> None:
         if lead_ms < 0 or frame_ms <= 0 or max_buffer <= 0:
             raise ValueError("lead_ms >= 0, frame_ms > 0 and max_buffer > 0 are required")
@@ -69,21 +84,27 @@ class Pacer:
         self._gap = max(self._lead, self._frame)
         self._max_buffer = max_buffer
         self._observe = observe_lateness
-        self._clock = clock
         self._on_drained = on_drained
         self._name = name
+        self._own_ticker = ticker is None
+        self._ticker = ticker if ticker is not None else PacerClock(clock=clock)
+        self._clock = self._ticker.clock
         self._items: collections.deque[_Frame | _Marker] = collections.deque()
         self._frames = 0  # frames in _items
         self._paused = False
-        self._run_start: float | None = None
+        self._run_origin = 0.0  # when the run started
+        self._run_start: float | None = None  # the run's schedule, on the ticker's grid
         self._run_k = 0
-        self._data = asyncio.Event()  # something was queued
-        self._control = asyncio.Event()  # pause / resume / clear
         self._space = asyncio.Event()
         self._space.set()
         self._warned_full = False
         self._epoch = 0  # bumped by clear()
         self._task: asyncio.Task[None] | None = None
+        # A service that had to wait, or failed: the own task finishes it, or raises.
+        self._handoff: tuple[Coroutine[Any, Any, float | None], Any] | BaseException | None = None
+        self._handed = asyncio.Event()
+        self._serving = False  # a service is in progress (on the ticker, or handed off)
+        self._closed = False
         self.frames_sent = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -91,6 +112,7 @@ class Pacer:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=self._name)
+            self._wake()
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -98,12 +120,19 @@ class Pacer:
 
     async def aclose(self) -> None:
         """Stop sending; buffered frames and markers are dropped."""
+        self._closed = True
+        self._ticker.cancel(self)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             # A sink failure was logged by _run, and the session watches the task for it.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        handoff, self._handoff = self._handoff, None
+        if isinstance(handoff, tuple):
+            handoff[0].close()
+        if self._own_ticker:
+            await self._ticker.aclose()
         self._items.clear()
         self._frames = 0
         self._space.set()
@@ -129,25 +158,26 @@ class Pacer:
                 return
         self._items.append(_Frame(frame, self._clock()))
         self._frames += 1
-        self._data.set()
+        if len(self._items) == 1:
+            self._wake()  # a frame behind others waits for the head's turn
 
     def push_marker(self, callback: Marker) -> None:
         """Run ``callback`` once every frame queued before it has been sent (or cleared)."""
         self._items.append(_Marker(callback))
-        self._data.set()
+        if len(self._items) == 1:
+            self._wake()
 
     # -- control --------------------------------------------------------------------------
 
     def pause(self) -> None:
         """No frame is sent after this returns (a send already in progress completes)."""
         self._paused = True
-        self._control.set()
 
     def resume(self) -> None:
         self._paused = False
         # The client drained its lead while paused: refill it.
         self._run_start = None
-        self._control.set()
+        self._wake()
 
     @property
     def paused(self) -> bool:
@@ -161,7 +191,7 @@ class Pacer:
         self._frames = 0
         self._run_start = None
         self._space.set()
-        self._control.set()
+        self._wake()
         return dropped
 
     def pop_next(self) -> PcmFrame | None:
@@ -187,7 +217,7 @@ class Pacer:
         self._items.extend(reversed(kept))
         self._frames -= dropped
         self._space.set()
-        self._control.set()
+        self._wake()
         return dropped
 
     @property
@@ -195,24 +225,45 @@ class Pacer:
         """Frames queued and not yet sent."""
         return self._frames
 
-    # -- the sending task -----------------------------------------------------------------
+    # -- sending --------------------------------------------------------------------------
 
-    async def _wait(self, event: asyncio.Event, delay_s: float | None) -> None:
-        """Until ``event`` is set, or ``delay_s`` passes (a timer: cheaper than wait_for, which
-        makes a task per call, and this runs once per frame per session)."""
-        event.clear()
-        if delay_s is None:
-            await event.wait()
+    def _wake(self) -> None:
+        """Look at the queue's head in the ticker's next pass."""
+        if self._task is not None and not self._serving and not self._closed:
+            self._ticker.schedule(self, None)
+
+    def serve(self) -> None:
+        """Called by the ticker: send what is due, then ask to be served at the next due time.
+        Runs to its end here unless a send has to wait; then the own task finishes it."""
+        if self._serving or self._closed or self._task is None:
             return
-        timer = asyncio.get_running_loop().call_later(delay_s, event.set)
+        self._serving = True
+        service = self._send_due()
         try:
-            await event.wait()
-        finally:
-            timer.cancel()
+            waiting_on = service.send(None)
+        except StopIteration as done:
+            self._serving = False
+            if done.value is not None:
+                self._ticker.schedule(self, done.value)
+            return
+        except BaseException as exc:  # the sink failed: the own task ends with it
+            self._handoff = exc
+        else:
+            self._handoff = (service, waiting_on)
+        self._handed.set()
 
     async def _run(self) -> None:
         try:
-            await self._loop()
+            while True:
+                await self._handed.wait()
+                self._handed.clear()
+                handoff, self._handoff = self._handoff, None
+                if isinstance(handoff, BaseException):
+                    raise handoff
+                if handoff is not None:
+                    await resume(*handoff)
+                self._serving = False
+                self._wake()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -220,28 +271,26 @@ class Pacer:
             log.exception("pacer stopped", extra={"pacer": self._name})
             raise
 
-    async def _loop(self) -> None:
+    async def _send_due(self) -> float | None:
+        """Markers and frames due now, in order; returns when the next frame is due (None:
+        nothing to do until a push, resume or clear)."""
         while True:
             if not self._items:
-                await self._wait(self._data, None)
-                continue
+                return None
             head = self._items[0]
             if isinstance(head, _Marker):
                 self._items.popleft()
                 await head.callback()
                 continue
             if self._paused:
-                await self._wait(self._control, None)
-                continue
+                return None
             now = self._clock()
             if self._run_start is None:
                 self._rebase(now)
             assert self._run_start is not None
-            due = max(self._run_start, self._run_start + self._run_k * self._frame - self._lead)
-            if due > now:
-                # Woken early by pause / clear: look again at what is at the head now.
-                await self._wait(self._control, due - now)
-                continue
+            due = max(self._run_origin, self._run_start + self._run_k * self._frame - self._lead)
+            if due > now + _EARLY_S:
+                return due
             self._items.popleft()
             self._frames -= 1
             self._space.set()
@@ -258,5 +307,7 @@ class Pacer:
                 self._rebase(self._clock())
 
     def _rebase(self, now: float) -> None:
-        self._run_start = now
+        # The first lead's worth goes at once; later frames fall on the ticker's grid.
+        self._run_origin = now
+        self._run_start = self._ticker.align(now)
         self._run_k = 0

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from duplex.audio.frames import PcmFrame
 from duplex.orchestrator.protocol import ServerMessage
+from duplex.orchestrator.session.pacer_clock import PacerClock
 
 
 class TransportKind(StrEnum):
@@ -60,3 +61,6 @@ class ClientChannel:
     # The rate of the client's mic frames when the transport fixes it (WebRTC: 48000); None:
     # SessionStart.input_sample_rate says (WebSocket).
     input_sample_rate: int | None = None
+    # The transport's one timer for the pacing of all its sessions; None: a session paces
+    # its own output with a clock of its own.
+    pacer_clock: PacerClock | None = None

@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import types
-from collections.abc import Coroutine, Generator
-from typing import Any
+from collections.abc import Coroutine
 
 from starlette.types import Message, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -42,6 +40,7 @@ from duplex.orchestrator.protocol import (
 )
 from duplex.orchestrator.session.connection import ClientConnection
 from duplex.orchestrator.session.hub import SessionHub
+from duplex.orchestrator.session.pacer_clock import PacerClock, resume
 from duplex.orchestrator.transports.base import ClientChannel, TransportKind
 
 _LOG = logging.getLogger(__name__)
@@ -111,31 +110,12 @@ class WebSocketSink:
             except StopIteration:
                 return  # written without waiting: the usual case
             async with asyncio.timeout(_SEND_TIMEOUT_S), self._lock:
-                await _resume(sending, waiting_on)
+                await resume(sending, waiting_on)
         except _SEND_ERRORS as exc:
             if not self.broken.is_set():
                 _LOG.info("client send failed, ending the connection",
                           extra={"error": type(exc).__name__})  # fmt: skip
             self.broken.set()
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
-    """Finish ``coro``, already stepped once and waiting on ``waiting_on``, inside the
-    awaiting task: what the task would have done had it started the coroutine itself."""
-    while True:
-        try:
-            value = yield waiting_on
-        except BaseException as exc:  # a cancellation (the deadline) goes into the send
-            try:
-                waiting_on = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting_on = coro.send(value)
-            except StopIteration:
-                return
 
 
 class WebSocketTransport:
@@ -147,6 +127,8 @@ class WebSocketTransport:
         self._idle_timeout_s = config.transport.websocket.idle_timeout_s
         self._limits = config.protocol_limits()
         self._readers: set[asyncio.Task[None]] = set()
+        # One timer paces every connection's audio (see session.pacer_clock).
+        self._pacer_clock = PacerClock()
 
     async def wait_closed(self, timeout_s: float = _CLOSE_TIMEOUT_S * 2) -> None:
         """Until every connection has said goodbye and closed its socket (after the hub ended
@@ -156,6 +138,7 @@ class WebSocketTransport:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
                     await asyncio.wait(readers)
+        await self._pacer_clock.aclose()
 
     async def handle(self, websocket: WebSocket) -> None:
         """The ASGI endpoint at "/"; returns when the connection is over."""
@@ -165,7 +148,9 @@ class WebSocketTransport:
         await websocket.accept()
         sink = WebSocketSink(websocket)
         try:
-            connection = self._hub.open(ClientChannel(TransportKind.WEBSOCKET, sink, sink))
+            connection = self._hub.open(
+                ClientChannel(TransportKind.WEBSOCKET, sink, sink, pacer_clock=self._pacer_clock)
+            )
         except DuplexError as exc:
             with contextlib.suppress(*_SEND_ERRORS):
                 async with asyncio.timeout(_CLOSE_TIMEOUT_S):
