@@ -63,12 +63,18 @@ class FrameBatcher:
         self._finished = False
         self._error: BaseException | None = None
         self._client_until = 0.0  # when the client will have played every frame sent
+        self._holding = False  # the consumer holds frames until a deadline
 
     async def _read(self) -> None:
         try:
             async for event in self._events:
                 self._outbox.append(event)
-                self._changed.set()
+                if (
+                    not self._holding
+                    or len(self._outbox) >= self._max
+                    or not isinstance(event, FrameEvent)
+                ):
+                    self._changed.set()  # a held frame wakes nobody: the hold has a timer
                 if len(self._outbox) >= 4 * self._max:
                     # gRPC flow control holds the consumer: hold the session back too.
                     self._room.clear()
@@ -127,9 +133,11 @@ class FrameBatcher:
                 timer = loop.call_at(
                     loop.time() + self._client_until - self._lead - now, self._changed.set
                 )
+                self._holding = True
                 try:
                     await self._changed.wait()
                 finally:
+                    self._holding = False
                     timer.cancel()
         finally:
             reader.cancel()
