@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import zlib
@@ -19,6 +20,7 @@ MIN_HZ = 220.0
 MAX_HZ = 440.0
 AMPLITUDE = 0.3 * 32767
 FADE_MS = 5
+RENDER_CACHE = 64  # texts whose signal is kept
 
 
 def tone_pitch(text: str) -> float:
@@ -37,7 +39,8 @@ def tone_duration_ms(text: str) -> int:
 class ToneVoice:
     """Sine tone whose pitch depends on the text; takes ``rtf`` x its duration to produce.
 
-    Safe from several threads at once: it keeps no per-call state on the object.
+    Safe from several threads at once: it keeps no per-call state on the object (only a
+    cache of rendered texts).
     """
 
     def __init__(
@@ -57,9 +60,27 @@ class ToneVoice:
         self._clock = clock
         self._sleep = sleep
         self._closed = threading.Event()
+        self._rendered: dict[str, Int16Array] = {}
 
     def render(self, text: str) -> Int16Array:
-        """The whole signal for ``text`` at once (what synthesize yields, concatenated)."""
+        """The whole signal for ``text`` at once (what synthesize yields, concatenated).
+
+        Kept for the last few texts, read-only: load tests speak the same clauses over and
+        over, and what they measure is the cost of streaming audio, not of computing a sine.
+        """
+        cached = self._rendered.get(text)
+        if cached is not None:
+            return cached
+        signal = self._render(text)
+        signal.flags.writeable = False
+        if len(self._rendered) >= RENDER_CACHE:
+            # Threads may race here: the worst case renders a text twice.
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+                del self._rendered[next(iter(self._rendered))]
+        self._rendered[text] = signal
+        return signal
+
+    def _render(self, text: str) -> Int16Array:
         total = self.sample_rate * tone_duration_ms(text) // 1000
         t = np.arange(total, dtype=np.float64) / self.sample_rate
         wave = np.sin(2 * np.pi * tone_pitch(text) * t)
