@@ -69,7 +69,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark.of(orchestrator_latency, 420.0),
     Benchmark.of(openai_latency, 300.0),
     Benchmark.of(routing_scale, 180.0),
-    Benchmark.of(tone_capacity, 300.0),
+    Benchmark.of(tone_capacity, 720.0),  # steps to 500 sessions, and 1, 2, 4 fixed-speed workers
     Benchmark.of(bargein_latency, 240.0),
     Benchmark.of(webrtc_latency, 300.0),
     Benchmark(
