@@ -10,15 +10,12 @@ random model of tests/integration/tiny_models.py (noise, not speech). Nothing is
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib.util
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from duplex.audio.wav import encode_wav
-from duplex.orchestrator.session.failover import StreamSpec
 from duplex.worker.catalog import Catalog, ModelSpec
 
 from tests.integration.orchestrator_fixtures import (
@@ -36,12 +33,6 @@ pytestmark = pytest.mark.skipif(
     not HAVE_XTTS, reason="coqui-tts/torch not installed (optional extra: make venv installs it)"
 )
 XTTS_ID = "xtts-v2-en-demo"
-CARRIES_REFERENCE = "reference" in {f.name for f in dataclasses.fields(StreamSpec)}
-NOT_CARRIED = (
-    "conditioning cache check not run: the orchestrator does not pass reference_audio to "
-    "the worker yet (orchestrator/session/failover.py's StreamSpec has no 'reference' field "
-    "for Connector._open to give WorkerClient.open_stream(reference=...))"
-)
 
 
 def _reference_wav(seconds: float = 1.0, rate: int = 24000) -> str:
@@ -102,7 +93,4 @@ async def test_reference_audio_is_routed_only_to_a_zero_shot_worker_and_spoken(
     assert {s["model_id"] for s in started} == {XTTS_ID}
     assert len(frames) == 2 and min(frames) > 5
     print(f"zero-shot e2e: frames {frames}, conditioning cache hits {hits}, misses {misses}")
-    if CARRIES_REFERENCE:
-        assert (hits, misses) == (1, 1)  # computed for the first session, reused by the second
-    else:
-        warnings.warn(NOT_CARRIED, stacklevel=1)
+    assert (hits, misses) == (1, 1)  # computed for the first session, reused by the second

@@ -131,7 +131,7 @@ def test_unknown_key_is_rejected_naming_it(tmp_path: Path, text: str, key: str) 
         ("vad: {aggressiveness: 5}", "vad.aggressiveness"),
         ("session: {allowed_sample_rates: [16000, '8k']}", "allowed_sample_rates"),
         ("redis: {url: localhost:6379}", "redis.url"),
-        ("session: {max_reference_audio_bytes: 100000}", "max_message_bytes"),
+        ("session: {max_reference_audio_bytes: 3000000}", "max_message_bytes"),
         ("- a\n- b", "mapping"),
         ("transport: [1]", "transport"),
     ],
@@ -158,7 +158,7 @@ def test_env_overrides_win_over_the_file(tmp_path: Path) -> None:
         "DUPLEX_ORCH_HOST": "127.0.0.1",
         "DUPLEX_ORCH_PORT": "0",
         "DUPLEX_MAX_CONNECTIONS": "3",
-        "DUPLEX_ORCH_MAX_MESSAGE_BYTES": "131072",
+        "DUPLEX_ORCH_MAX_MESSAGE_BYTES": "4194304",
         "DUPLEX_ORCH_IDLE_TIMEOUT_S": "2.5",
         "DUPLEX_ROUTING_STRATEGY": "round_robin",
         "DUPLEX_WORKER_TTL_MS": "3000",
@@ -176,7 +176,7 @@ def test_env_overrides_win_over_the_file(tmp_path: Path) -> None:
     config = load_orchestrator_config(write(tmp_path, GUIDE_YAML), env)
     ws = config.transport.websocket
     assert (ws.host, ws.port, ws.max_connections) == ("127.0.0.1", 0, 3)
-    assert (ws.max_message_bytes, ws.idle_timeout_s) == (131072, 2.5)
+    assert (ws.max_message_bytes, ws.idle_timeout_s) == (4194304, 2.5)
     assert config.redis.url == "redis://127.0.0.1:7777/2"
     assert config.redis.worker_ttl_ms == 3000
     assert config.routing.strategy is Strategy.ROUND_ROBIN

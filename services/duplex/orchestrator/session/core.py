@@ -317,6 +317,7 @@ class Session:
             self._sample_rate,
             self._cfg.worker_lead_ms,
             self._cfg.open_timeout_s,
+            self._reference,
         )
         link = await self._connector.connect(spec, exclude=exclude, attempts=attempts)
         link.rate = self._speech_rate

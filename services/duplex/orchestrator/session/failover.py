@@ -202,6 +202,7 @@ class StreamSpec:
     sample_rate: int
     lead_ms: int
     open_timeout_s: float
+    reference: PcmFrame | None = None  # SessionStart.reference_audio, for zero-shot voices
 
 
 class Connector:
@@ -273,6 +274,7 @@ class Connector:
             spec.request.language,
             spec.lead_ms,
             timeout_s=spec.open_timeout_s,
+            reference=spec.reference,
         )
         if stream.opened.sample_rate != spec.sample_rate:
             await stream.close()

@@ -63,3 +63,8 @@ def release_memory(torch: Any | None, device: str) -> None:
     gc.collect()
     if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()
+        # cuBLAS keeps a per-handle workspace (~32 MiB) that empty_cache() does not return;
+        # seen left allocated after an unload on an H200.
+        clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+        if clear_workspaces is not None:
+            clear_workspaces()
