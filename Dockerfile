@@ -28,12 +28,17 @@
 #
 # CUDA variant of the worker (not buildable on the machines this is tested on: no CUDA base
 # image can be pulled there, and there is no GPU):
-#   python -m duplex.devtools.docker wheels --onnxruntime onnxruntime-gpu
+#   python -m duplex.devtools.docker wheels --onnxruntime onnxruntime-gpu --gpu-adapters xtts,cosyvoice2
 #   docker build --target worker --build-arg ONNXRUNTIME=onnxruntime-gpu \
+#     --build-arg GPU_ADAPTERS=xtts,cosyvoice2 \
 #     --build-arg BASE=<CUDA 12 + cuDNN 9 runtime image with python3.11 and python3.11-venv> \
 #     -t duplex-worker-cuda:latest .
 # onnxruntime-gpu replaces the CPU onnxruntime; the worker asks for the CUDA execution provider
 # when use_cuda is on and logs which provider really runs (it falls back to the CPU).
+# GPU_ADAPTERS adds the XTTS and CosyVoice2 adapters' torch stack with the same steps as
+# `make venv` (services/duplex/devtools/extras.py); off by default. torch comes from the
+# wheels built on the host: the CUDA build from the package index on a GPU host (a local CPU
+# wheel where one is configured, as on the test machines).
 #
 # No secret is baked in: tokens, API keys and certificates come from the environment or
 # mounted files at run time (compose reads them from .env).
@@ -56,23 +61,44 @@ RUN set -eu; \
       $pip uninstall -y onnxruntime; \
       $pip install --no-index --find-links /wheels/deps "$ONNXRUNTIME"; \
     fi
-# The Japanese voice in its own layers, so that switching KOKORO leaves the ones above cached.
+# The Japanese voice and the GPU adapters in their own layers, so that switching KOKORO or
+# GPU_ADAPTERS leaves the ones above cached.
 ARG WHEELS=.run/docker/wheels
 COPY ${WHEELS}/kokoro/ /wheels/kokoro/
+COPY ${WHEELS}/gpu/ /wheels/gpu/
+# The GPU adapters' install steps, the very ones `make venv` runs for the tests.
+COPY services/duplex/devtools/extras.py /wheels/extras.py
 ARG KOKORO=0
-# pip check proves the set complete. It runs before the two packages that the Japanese voice
-# installs without their declared dependencies (pyopenjtalk-plus asks for a dictionary package
-# the voice does not use), and the GPU build skips it: onnxruntime-gpu does not carry the
-# distribution name `onnxruntime` that piper-tts and duplex declare.
+ARG GPU_ADAPTERS=
+# GPU_ADAPTERS (xtts, cosyvoice2 or both, comma-separated; empty: none, the small image): the
+# extras' pinned wheel sets (torch 2.13, coqui-tts, ...), then torchaudio 2.11, torchcodec and
+# cosyvoice2-eu with --no-deps and torchaudio's compiled extension deleted (extras.py says
+# why), then an import of everything the adapters import, which fails the build if the
+# torch/torchaudio pair does not load.
+# pip check proves the set complete. It runs before the packages installed without their
+# declared dependencies (pyopenjtalk-plus asks for a dictionary package the Japanese voice does
+# not use; torchaudio 2.11 pins torch 2.11), and the GPU build skips it: onnxruntime-gpu does
+# not carry the distribution name `onnxruntime` that piper-tts and duplex declare.
 RUN set -eu; \
     pip="/opt/duplex/bin/pip --disable-pip-version-check --no-cache-dir"; \
+    extras="/opt/duplex/bin/python /wheels/extras.py"; \
     if [ "$KOKORO" = "1" ]; then \
       test -s /wheels/kokoro/kokoro.txt || { echo "KOKORO=1: build the wheels with --kokoro" >&2; exit 1; }; \
       $pip install --no-index --find-links /wheels/kokoro --find-links /wheels/deps -r /wheels/kokoro/kokoro.txt; \
     fi; \
+    if [ -n "$GPU_ADAPTERS" ]; then \
+      for a in $(echo "$GPU_ADAPTERS" | tr ',' ' '); do \
+        test -f "/wheels/gpu/$a.txt" || { echo "GPU_ADAPTERS=$GPU_ADAPTERS: build the wheels with --gpu-adapters $GPU_ADAPTERS" >&2; exit 1; }; \
+      done; \
+      $extras deps "$GPU_ADAPTERS" --find-links /wheels/gpu --find-links /wheels/deps; \
+    fi; \
     if [ "$ONNXRUNTIME" = "onnxruntime" ]; then /opt/duplex/bin/python -m pip check; fi; \
     if [ "$KOKORO" = "1" ]; then \
       $pip install --no-index --no-deps --find-links /wheels/kokoro -r /wheels/kokoro/no-deps.txt; \
+    fi; \
+    if [ -n "$GPU_ADAPTERS" ]; then \
+      $extras finish "$GPU_ADAPTERS" --find-links /wheels/gpu --find-links /wheels/deps; \
+      $extras verify "$GPU_ADAPTERS"; \
     fi
 
 FROM wheels AS server-venv

