@@ -65,9 +65,9 @@ RUN set -eu; \
 # GPU_ADAPTERS leaves the ones above cached.
 ARG WHEELS=.run/docker/wheels
 COPY ${WHEELS}/kokoro/ /wheels/kokoro/
+# gpu/ holds, beside the wheels, extras.py: the GPU adapters' install steps, the very ones
+# `make venv` runs for the tests (services/duplex/devtools/extras.py, copied by wheels.py).
 COPY ${WHEELS}/gpu/ /wheels/gpu/
-# The GPU adapters' install steps, the very ones `make venv` runs for the tests.
-COPY services/duplex/devtools/extras.py /wheels/extras.py
 ARG KOKORO=0
 ARG GPU_ADAPTERS=
 # GPU_ADAPTERS (xtts, cosyvoice2 or both, comma-separated; empty: none, the small image): the
@@ -81,7 +81,7 @@ ARG GPU_ADAPTERS=
 # not carry the distribution name `onnxruntime` that piper-tts and duplex declare.
 RUN set -eu; \
     pip="/opt/duplex/bin/pip --disable-pip-version-check --no-cache-dir"; \
-    extras="/opt/duplex/bin/python /wheels/extras.py"; \
+    extras="/opt/duplex/bin/python /wheels/gpu/extras.py"; \
     if [ "$KOKORO" = "1" ]; then \
       test -s /wheels/kokoro/kokoro.txt || { echo "KOKORO=1: build the wheels with --kokoro" >&2; exit 1; }; \
       $pip install --no-index --find-links /wheels/kokoro --find-links /wheels/deps -r /wheels/kokoro/kokoro.txt; \

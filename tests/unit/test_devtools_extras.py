@@ -99,7 +99,7 @@ def test_make_venv_and_the_image_run_the_same_steps_and_nothing_else() -> None:
         assert not re.search(r"torchaudio==|torchcodec==|cosyvoice2-eu==|lib/\*\.so", text)
     for extra in EXTRAS:
         assert f"-m duplex.devtools.extras install {extra.name}" in makefile
-    assert "COPY services/duplex/devtools/extras.py /wheels/extras.py" in dockerfile
+    assert 'extras="/opt/duplex/bin/python /wheels/gpu/extras.py"' in dockerfile
     for step in ("deps", "finish", "verify"):
         assert f'$extras {step} "$GPU_ADAPTERS"' in dockerfile
     assert re.search(r"^ARG GPU_ADAPTERS=$", dockerfile, re.MULTILINE)  # off by default

