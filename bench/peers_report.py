@@ -48,7 +48,7 @@ def report(
     ctx: BenchContext,
     section: Section,
     systems: dict[str, dict[int, PassResult]],
-    skipped: dict[str, str],
+    problems: dict[str, str],
     versions: dict[str, dict[str, str]],
     clients: Sequence[int],
 ) -> None:
@@ -64,9 +64,9 @@ def report(
     def cell(runs: dict[int, PassResult], c: int, value: Callable[[PassResult], str]) -> str:
         return value(runs[c]) if c in runs else "-"
 
-    for name in sorted([*systems, *skipped], key=order):
+    for name in sorted(dict.fromkeys([*systems, *problems]), key=order):
         if name not in systems:
-            table.add(name, *(["-"] * (len(columns) - 2)), skipped[name])
+            table.add(name, *(["-"] * (len(columns) - 2)), problems[name])
             continue
         runs = systems[name]
         row = [name]
@@ -96,9 +96,8 @@ def report(
             ]
             row.append("/".join(fmt(x, 2) for x in p95))
         missing = {c: sum(math.isnan(x) for x in r.first_audio_s) for c, r in runs.items()}
-        row.append(
-            "; ".join(f"{n} utterance(s) without audio at {c}" for c, n in missing.items() if n)
-        )
+        notes = [f"{n} utterance(s) without audio at {c}" for c, n in missing.items() if n]
+        row.append("; ".join([*notes, *([problems[name]] if name in problems else [])]))
         table.add(*row)
 
     data_ratios = ratios_table(ctx, section, systems, clients)
@@ -122,7 +121,7 @@ def report(
     section.data = {
         "clients": list(clients),
         "systems": {n: [r.to_dict() for r in runs.values()] for n, runs in systems.items()},
-        "not_measured": skipped,
+        "problems": problems,
         "ratios": data_ratios,
         "versions": versions,
     }

@@ -346,9 +346,9 @@ def _peers_head(sections: Sequence[Section]) -> list[str]:
         out += [f"**The peers section failed:** `{section.error}`", ""]
     if section.tables:
         out += [section.tables[0].markdown(), ""]
-    skipped = section.data.get("not_measured") or {}
-    out += [f"- **{name}** not measured: {reason}" for name, reason in skipped.items()]
-    return [*out, ""] if skipped else out
+    problems = section.data.get("problems") or {}
+    out += [f"- **{name}**: {reason}" for name, reason in problems.items()]
+    return [*out, ""] if problems else out
 
 
 def _peer_versions(sections: Sequence[Section]) -> list[str]:

@@ -115,8 +115,12 @@ def test_peers_table_lists_every_system_the_ratio_to_the_product_and_who_did_not
         WYOMING: {c: fake_pass(WYOMING, c, 0.2) for c in (1, 4)},  # no 8-client pass
     }
 
-    skipped = {PIPECAT: "did not install: no wheel", HTTP_SERVER: "failed: port not open"}
-    report(ctx, section, dict(reversed(systems.items())), skipped, {}, clients)
+    problems = {
+        PIPECAT: "did not install: no wheel",
+        HTTP_SERVER: "failed: port not open",
+        WYOMING: "failed at 8 client(s): TimeoutError",
+    }
+    report(ctx, section, dict(reversed(systems.items())), problems, {}, clients)
 
     table = section.tables[0]
     assert table.columns[1:4] == (
@@ -131,7 +135,8 @@ def test_peers_table_lists_every_system_the_ratio_to_the_product_and_who_did_not
     assert rows[FLOOR][1] == "100/100" and rows[FLOOR][-2] == "0.50/0.50/0.50"
     assert rows[WYOMING][3] == "-" and rows[WYOMING][-2] == "0.25/0.25/-"
     assert rows[PIPECAT][-1] == "did not install: no wheel"
-    assert section.data["not_measured"] == skipped
+    assert rows[WYOMING][-1] == "failed at 8 client(s): TimeoutError"  # one row, measured
+    assert section.data["problems"] == problems
     goals = [t.goal for t in section.targets]
     assert "first audio p50 below every peer's, sequential" in goals
     assert all(t.ok for t in section.targets if "p50" in t.goal)

@@ -51,7 +51,7 @@ def peers_section() -> Section:
         "systems": {
             s: [a_pass(s, c, 50.0 + 10 * i) for c in (1, 4, 8)] for i, s in enumerate(SYSTEMS)
         },
-        "not_measured": {"Pipecat pipeline": "did not install: pip exited 1"},
+        "problems": {"Pipecat pipeline": "did not install: pip exited 1"},
         "versions": {"wyoming-piper": {"wyoming-piper": "1.6.2", "python": "3.11.2"}},
     }
     section.load_start, section.load_end = (1.0, 0.5, 0.2), (1.5, 0.7, 0.3)
@@ -131,7 +131,7 @@ def test_the_reports_first_table_lists_every_peer_beside_the_product(written: Pa
     for system in SYSTEMS:
         assert f"| {system} |" in first_table, system
     assert "Pipecat pipeline" in first_table and "did not install: pip exited 1" in first_table
-    assert "**Pipecat pipeline** not measured: did not install" in md
+    assert "**Pipecat pipeline**: did not install" in md
 
 
 def test_the_report_records_versions_load_average_commands_and_failures(written: Path) -> None:
