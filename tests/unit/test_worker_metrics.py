@@ -375,6 +375,7 @@ def test_every_declared_name_is_exported_and_only_bounded_labels_are_used() -> N
     metrics.model_load_failed("m", LoadOutcome.ERROR)
     metrics.model_evicted("m")
     metrics.residency("m", True, 1)
+    metrics.zero_shot_conditioning("m", "miss", 0.3)
     samples = [s for family in metrics.registry.collect() for s in family.samples]
     names = {s.name for s in samples}
     for name in METRIC_NAMES:

@@ -3,8 +3,9 @@
 Each :class:`WorkerPromMetrics` owns its own `CollectorRegistry` (never the global default),
 so several workers can live in one process (tests) without clashing. Every series carries
 the `worker` label (the worker's name); the only other labels are `model` (a catalog id) and
-`outcome`, so label values stay bounded: never a session id. The GPU gauges live in
-:mod:`duplex.worker.gpu_sampler` and join the same registry only where a GPU exists.
+`outcome`, so label values stay bounded: never a session id nor a reference's hash. The GPU
+gauges live in :mod:`duplex.worker.gpu_sampler` and join the same registry only where a GPU
+exists.
 
 Who records what (nothing here is recorded by anything but the code path named):
 
@@ -16,7 +17,12 @@ Who records what (nothing here is recorded by anything but the code path named):
   completed (time inside the engine; RTF = that time / the audio's duration);
 - `duplex_worker_first_frame_seconds`: a session, from an utterance's first text to its first
   frame sent;
-- `duplex_worker_model_*`, `duplex_worker_resident_models`: the model manager.
+- `duplex_worker_model_*`, `duplex_worker_resident_models`: the model manager;
+- `duplex_worker_zero_shot_conditioning_total` (`outcome` hit or miss) and
+  `duplex_worker_zero_shot_conditioning_seconds` (misses: computing a new reference's
+  conditioning): a zero-shot voice's conditioning cache, as it decides, once the model manager
+  has connected it (`zero_shot.watch_conditioning(voice, model_id, partial(
+  metrics.zero_shot_conditioning, model_id))`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ _SYNTH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
 _FIRST_FRAME_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0)
 _LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# A reference's conditioning: a few hundred ms on a GPU, seconds on a CPU.
+_CONDITIONING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 METRIC_NAMES: tuple[str, ...] = (
     "duplex_worker_sessions_active",
@@ -48,6 +56,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "duplex_worker_model_load_seconds",
     "duplex_worker_resident_models",
     "duplex_worker_model_resident",
+    "duplex_worker_zero_shot_conditioning_total",
+    "duplex_worker_zero_shot_conditioning_seconds",
 )
 """Every series family name a worker exports besides the GPU gauges (histograms add
 `_bucket`, `_sum` and `_count`; counters are named here with their `_total`)."""
@@ -59,6 +69,10 @@ class LoadOutcome(StrEnum):
     OK = "ok"
     ERROR = "error"
     OOM = "oom"
+
+
+ZERO_SHOT_OUTCOMES = ("hit", "miss")
+"""The `outcome` label of `duplex_worker_zero_shot_conditioning_total` (zero_shot.CacheResult)."""
 
 
 class WorkerPromMetrics:
@@ -135,6 +149,20 @@ class WorkerPromMetrics:
             wm,
             registry=r,
         )
+        self._zero_shot = Counter(
+            "duplex_worker_zero_shot_conditioning",
+            "Zero-shot sessions' conditioning lookups: hit (a reference seen before, from the "
+            "cache) or miss (computed).",
+            ["worker", "model", "outcome"],
+            registry=r,
+        )
+        self._zero_shot_seconds = Histogram(
+            "duplex_worker_zero_shot_conditioning_seconds",
+            "Time to compute a new reference's conditioning (cache misses that succeeded).",
+            wm,
+            buckets=_CONDITIONING_BUCKETS,
+            registry=r,
+        )
 
     # -- the servicer -------------------------------------------------------------------
 
@@ -180,6 +208,19 @@ class WorkerPromMetrics:
         """`model_id` became resident (or stopped being); `resident_count` are now."""
         self._model_resident.labels(worker=self.worker, model=model_id).set(int(resident))
         self._resident_models.set(resident_count)
+
+    # -- a zero-shot voice's conditioning cache --------------------------------------
+
+    def zero_shot_conditioning(self, model_id: str, outcome: str, compute_s: float | None) -> None:
+        """One lookup: `outcome` hit or miss; `compute_s` for a miss that computed (None
+        when it raised, or for a hit). The shape of zero_shot.ConditioningObserver once
+        `model_id` is bound."""
+        if outcome not in ZERO_SHOT_OUTCOMES:
+            raise ValueError(f"zero-shot outcome must be one of {ZERO_SHOT_OUTCOMES}: {outcome!r}")
+        labels = {"worker": self.worker, "model": model_id}
+        self._zero_shot.labels(**labels, outcome=outcome).inc()
+        if compute_s is not None:
+            self._zero_shot_seconds.labels(**labels).observe(max(0.0, compute_s))
 
 
 class MetricsServer:

@@ -9,16 +9,21 @@ the rate the engine wants.
 
 Computing the conditioning (speaker latents) costs a few hundred milliseconds on a GPU and
 seconds on a CPU, and clients tend to reuse one reference for many sessions, so each voice
-keeps a small :class:`ConditioningCache` keyed by the audio's content hash.
+keeps a small :class:`ConditioningCache` keyed by the audio's content hash. Each lookup is
+logged (``zero-shot conditioning``, with ``result`` hit or miss) and, once the worker connects
+the cache to its metrics (:func:`watch_conditioning`), counted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -28,6 +33,8 @@ import soxr
 from duplex.worker.adapters.base import Voice
 
 Float32Array = npt.NDArray[np.float32]
+
+_LOG = logging.getLogger(__name__)
 
 MAX_REFERENCE_S = 30.0
 """Longest reference audio a worker accepts (XTTS conditions on at most 30 s)."""
@@ -104,6 +111,20 @@ class ZeroShotVoice(Protocol):
 T = TypeVar("T")
 
 
+class CacheResult(StrEnum):
+    """What a conditioning lookup found (the ``result`` label and log field)."""
+
+    HIT = "hit"
+    MISS = "miss"
+
+
+class ConditioningObserver(Protocol):
+    """Told of every lookup: a hit when it is decided, a miss once its computation ended
+    (``compute_s`` its duration, None when it raised)."""
+
+    def __call__(self, result: CacheResult, compute_s: float | None) -> None: ...
+
+
 class ConditioningCache(Generic[T]):
     """A small thread-safe LRU of conditioning by content hash, counting hits and misses.
 
@@ -117,6 +138,8 @@ class ConditioningCache(Generic[T]):
         self._capacity = capacity
         self._items: OrderedDict[str, T] = OrderedDict()
         self._lock = threading.Lock()
+        self._model_id = ""
+        self._observer: ConditioningObserver | None = None
         self.hits = 0
         self.misses = 0
 
@@ -124,15 +147,40 @@ class ConditioningCache(Generic[T]):
         with self._lock:
             return len(self._items)
 
+    @property
+    def watched(self) -> bool:
+        """True once :meth:`watch` connected an observer."""
+        return self._observer is not None
+
+    def watch(self, model_id: str, observer: ConditioningObserver | None) -> None:
+        """Report every lookup to ``observer`` (the worker's metrics) and log it under
+        ``model_id``; None stops reporting."""
+        with self._lock:
+            self._model_id = model_id
+            self._observer = observer
+
     def get_or_compute(self, key: str, compute: Callable[[], T]) -> T:
         """The cached value for ``key``, computing and storing it on a miss."""
         with self._lock:
-            if key in self._items:
+            hit = key in self._items
+            if hit:
                 self._items.move_to_end(key)
                 self.hits += 1
-                return self._items[key]
-            self.misses += 1
-        value = compute()
+                value = self._items[key]
+            else:
+                self.misses += 1
+            counts = {"hits": self.hits, "misses": self.misses}
+            model_id, observer = self._model_id, self._observer
+        if hit:
+            self._report(CacheResult.HIT, key, model_id, observer, counts, None)
+            return value
+        started = time.perf_counter()
+        compute_s: float | None = None
+        try:
+            value = compute()
+            compute_s = time.perf_counter() - started
+        finally:
+            self._report(CacheResult.MISS, key, model_id, observer, counts, compute_s)
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
@@ -140,7 +188,41 @@ class ConditioningCache(Generic[T]):
                 self._items.popitem(last=False)
         return value
 
+    @staticmethod
+    def _report(
+        result: CacheResult,
+        key: str,
+        model_id: str,
+        observer: ConditioningObserver | None,
+        counts: dict[str, int],
+        compute_s: float | None,
+    ) -> None:
+        # Outside the lock: the observer (prometheus_client) and logging take their own.
+        fields: dict[str, object] = {
+            "result": str(result),
+            "reference_sha256": key[:16],  # enough to tell recordings apart, not the audio
+            **counts,
+        }
+        if model_id:
+            fields["model_id"] = model_id
+        if result is CacheResult.MISS:
+            fields["compute_ms"] = None if compute_s is None else round(compute_s * 1000, 1)
+        _LOG.info("zero-shot conditioning", extra=fields)
+        if observer is not None:
+            observer(result, compute_s)
+
     def clear(self) -> None:
         """Drop every entry (on unload, so GPU tensors are freed with the model)."""
         with self._lock:
             self._items.clear()
+
+
+def watch_conditioning(voice: object, model_id: str, observer: ConditioningObserver) -> bool:
+    """Connect a loaded voice's conditioning cache (a zero-shot voice's ``cache``) to
+    ``observer``, e.g. ``functools.partial(metrics.zero_shot_conditioning, model_id)``.
+    False, and nothing done, for a voice without one."""
+    cache = getattr(voice, "cache", None)
+    if not isinstance(cache, ConditioningCache):
+        return False
+    cache.watch(model_id, observer)
+    return True
