@@ -289,3 +289,27 @@ def test_a_voice_without_a_wide_session_runs_lone_jobs_as_usual(
     scheduler.submit(rec.job(voice, "alone", deadline=0.0))
     rec.wait("alone")
     assert rec.done["alone"] is None and rec.audio["alone"] == 200
+
+
+def test_a_job_due_later_leaves_the_last_idle_thread_to_a_job_due_now() -> None:
+    """Two threads, one busy with a continuation: a second continuation (due in a minute)
+    waits, so a first clause due now starts at once; the continuation runs once a thread
+    beside it is free."""
+    scheduler = SynthesisScheduler(2)
+    scheduler.start()
+    try:
+        voice, rec = WideGatedVoice(), Recorder()
+        later = time.monotonic() + 60
+        scheduler.submit(rec.job(voice, "block-continuation", deadline=later))
+        assert voice.started_event("block-continuation").wait(WAIT_S)
+        scheduler.submit(rec.job(voice, "next-continuation", deadline=later))
+        scheduler.submit(rec.job(voice, "first-clause", deadline=time.monotonic()))
+        rec.wait("first-clause")
+        assert "next-continuation" not in voice.order
+        voice.gate("block-continuation").set()
+        rec.wait("block-continuation", "next-continuation")
+        assert voice.order == ["block-continuation", "first-clause", "next-continuation"]
+        # Only a due job that started alone ran wide; continuations never do.
+        assert voice.wide == []
+    finally:
+        scheduler.close()

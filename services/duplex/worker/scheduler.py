@@ -19,6 +19,13 @@ _LOG = logging.getLogger(__name__)
 
 RTF_WEIGHT = 0.2  # share of the newest job in the weighted rtf
 
+DUE_HORIZON_S = 1.0
+"""A job due within this many seconds may take any idle thread; one due later ("early":
+a continuation clause whose audio is not needed yet) never takes the last idle thread.
+A running clause cannot be preempted, so a thread kept free is what lets a new utterance's
+first clause start at once under load; a continuation clause takes up to ~1 s to synthesize
+on a busy machine, hence the horizon."""
+
 
 class JobCancelled(Exception):
     """Given to ``on_done`` of a job that was cancelled or dropped by ``close()``."""
@@ -90,9 +97,13 @@ class SynthesisScheduler:
     deadline runs before queued jobs that are due later. Running jobs are not preempted:
     a clause is short, and a voice cannot be paused mid-inference.
 
-    A job that starts while no other job runs or waits gets the voice's wide session
+    A job due later than :data:`DUE_HORIZON_S` from now never takes the last idle thread
+    (with two threads or more): it waits until a thread is free beside it, or until it is due.
+
+    A due job that starts while no other job runs or waits gets the voice's wide session
     (:class:`~duplex.worker.adapters.base.WideVoice`) when it has one: the cores would
-    otherwise idle, and one client's first audio comes sooner.
+    otherwise idle, and one client's first audio comes sooner. Jobs due later stay narrow:
+    their speed does not reach the listener, and the wide session costs more CPU per job.
     """
 
     def __init__(self, threads: int, *, metrics: WorkerPromMetrics | None = None) -> None:
@@ -218,18 +229,32 @@ class SynthesisScheduler:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._heap and not self._closing:
-                    self._cond.wait()
-                if self._closing:
+                entry = self._next_entry()
+                if entry is None:
                     return
-                _, _, entry = heapq.heappop(self._heap)
-                entry.wide = not self._heap and not self._running
-                self._running[entry.seq] = entry
             try:
                 self._run(entry)
             finally:
                 with self._cond:
                     self._running.pop(entry.seq, None)
+                    # A job held back for a free thread beside it may start now.
+                    self._cond.notify()
+
+    def _next_entry(self) -> _Entry | None:
+        """Wait (holding the condition) for a job this thread may start; None once closing."""
+        while not self._closing:
+            if not self._heap:
+                self._cond.wait()
+                continue
+            wait = self._heap[0][0] - DUE_HORIZON_S - time.monotonic()
+            due = wait <= 0
+            if due or self._thread_count == 1 or len(self._running) + 2 <= self._thread_count:
+                _, _, entry = heapq.heappop(self._heap)
+                entry.wide = due and not self._heap and not self._running
+                self._running[entry.seq] = entry
+                return entry
+            self._cond.wait(wait)
+        return None
 
     def _run(self, entry: _Entry) -> None:
         job = entry.job
