@@ -23,7 +23,7 @@ import yaml
 from duplex.console.config import load_console_config
 from duplex.deploy.__main__ import plan_from_args
 from duplex.deploy.plan import StackPlan
-from duplex.deploy.render import COMPOSE_FILE, render, write
+from duplex.deploy.render import COMPOSE_FILE, render, wheel_flags, write
 from duplex.orchestrator.config import load_orchestrator_config
 from duplex.worker.config import load_worker_config
 
@@ -187,6 +187,23 @@ def test_worker_names_follow_the_guide_and_services_replace_the_at_sign() -> Non
     kokoro = compose_of(plan)["services"]["tts-kokoro-0"]
     assert kokoro["image"] == "duplex-worker-cuda:latest-kokoro"
     assert kokoro["build"]["args"]["KOKORO"] == "1"
+
+
+def test_gpu_adapters_get_their_torch_stack_in_their_own_image_tag() -> None:
+    """MODELS=0:xtts,1:cosyvoice2+piper: the XTTS and CosyVoice2 workers build with
+    GPU_ADAPTERS (the steps of devtools/extras.py) under their own tags, Piper without, and
+    the wheel set is made for both adapters."""
+    plan = plan_from_args(["--gpus", "2", "--models", "0:xtts,1:cosyvoice2+piper"])
+    services = compose_of(plan)["services"]
+    xtts, cosy, piper = (services[s] for s in ("tts-xtts-0", "tts-cosyvoice2-1", "tts-piper-1"))
+    assert xtts["image"] == "duplex-worker-cuda:latest-xtts"
+    assert xtts["build"]["args"]["GPU_ADAPTERS"] == "xtts"
+    assert cosy["image"] == "duplex-worker-cuda:latest-cosyvoice2"
+    assert cosy["build"]["args"]["GPU_ADAPTERS"] == "cosyvoice2"
+    assert piper["image"] == "duplex-worker-cuda:latest"
+    assert "GPU_ADAPTERS" not in piper["build"]["args"]
+    assert wheel_flags(plan)[-2:] == ["--gpu-adapters", "xtts,cosyvoice2"]
+    assert "--gpu-adapters" not in wheel_flags(stack("per-gpu-models"))
 
 
 def test_the_same_adapter_twice_on_one_gpu_gets_a_suffix() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from duplex.deploy.configs import CONFIG_MOUNT, TLS_MOUNT
 from duplex.deploy.plan import StackPlan, WorkerPlan
 from duplex.deploy.yamltext import Flow
+from duplex.devtools.extras import EXTRAS
 
 PROMETHEUS_IMAGE = "prom/prometheus:v2.53.0"
 GRAFANA_IMAGE = "grafana/grafana:11.1.0"
@@ -105,7 +106,8 @@ def _build(plan: StackPlan, target: str, args: dict[str, str]) -> dict[str, Any]
 
 def worker_image(plan: StackPlan, worker: WorkerPlan) -> tuple[str, dict[str, str]]:
     """The worker's image and its build arguments: the CUDA variant (onnxruntime-gpu on a CUDA
-    base) for a GPU worker, the slim CPU one otherwise; `-kokoro` adds the Japanese voice."""
+    base) for a GPU worker, the slim CPU one otherwise; `-kokoro` adds the Japanese voice,
+    `-xtts` / `-cosyvoice2` that GPU adapter's torch stack (GPU_ADAPTERS, devtools/extras.py)."""
     options = plan.options
     args: dict[str, str] = {}
     if worker.gpu is None:
@@ -117,6 +119,9 @@ def worker_image(plan: StackPlan, worker: WorkerPlan) -> tuple[str, dict[str, st
     if worker.adapter == "kokoro":
         args["KOKORO"] = "1"
         tag += "-kokoro"
+    if worker.adapter in {extra.name for extra in EXTRAS}:
+        args["GPU_ADAPTERS"] = worker.adapter
+        tag += f"-{worker.adapter}"
     if base:
         args["BASE"] = base
     return f"{name}:{tag}", dict(sorted(args.items()))

@@ -14,6 +14,7 @@ from duplex.deploy.monitoring import ALERTS_FILE, grafana_datasource, scrape_con
 from duplex.deploy.plan import StackPlan
 from duplex.deploy.spec import StackOptions
 from duplex.deploy.yamltext import digest, dump_yaml
+from duplex.devtools.extras import EXTRAS, adapter_list
 
 ROOT = Path(__file__).resolve().parents[3]
 """The repository (services/duplex/deploy/ -> ../../..): the generator runs from a checkout."""
@@ -103,12 +104,16 @@ def render(plan: StackPlan) -> dict[str, str]:
 
 def wheel_flags(plan: StackPlan) -> list[str]:
     """What `python -m duplex.devtools.docker wheels` needs for this stack's images: the GPU
-    build of onnxruntime for GPU workers, the Japanese voice for Kokoro workers."""
+    build of onnxruntime for GPU workers, the Japanese voice for Kokoro workers, torch and the
+    engines for XTTS and CosyVoice2 workers."""
     flags: list[str] = []
     if any(w.gpu is not None for w in plan.workers):
         flags += ["--onnxruntime", "onnxruntime-gpu"]
     if any(w.adapter == "kokoro" for w in plan.workers):
         flags.append("--kokoro")
+    gpu_adapters = adapter_list(e for e in EXTRAS if any(w.adapter == e.name for w in plan.workers))
+    if gpu_adapters:
+        flags += ["--gpu-adapters", gpu_adapters]
     return flags
 
 
