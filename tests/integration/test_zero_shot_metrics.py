@@ -4,7 +4,8 @@ one miss and one hit, on a scraped /metrics and in the log.
 Real parts: the XTTS adapter loaded through its production path on the tiny random model of
 tests/integration/tiny_models.py (coqui-tts, torch), the worker's Prometheus registry served
 by its real HTTP server. Connecting a loaded voice's cache to the worker's registry is the
-model manager's job (`watch_conditioning`); here the test connects it the same way.
+model manager's job (`watch_conditioning`, checked end to end in test_zero_shot_routing.py);
+here the test connects it the same way.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.skipif(
     not HAVE_XTTS, reason="coqui-tts/torch not installed (optional extra: make venv installs it)"
 )
 XTTS_ID = "xtts-v2-en-demo"
+COUNTER = "duplex_worker_zero_shot_conditioning_total"
 
 
 def _reference_wav(seconds: float = 1.0, rate: int = 24000) -> str:
@@ -52,7 +53,8 @@ async def _two_sessions_with_one_reference(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str
 ) -> tuple[list[dict[str, object]], list[int], tuple[int, int]]:
     """Starts both workers and the orchestrator, runs two sessions with the same reference;
-    returns their SessionStarted replies, frames received, and the cache's (hits, misses)."""
+    returns their SessionStarted replies, frames received, and the worker's conditioning
+    (hits, misses) as its metrics count them."""
     xtts_dir = shared_tiny_xtts(tmp_path_factory.getbasetemp())
     plain = worker_config(redis_url, name="plain", default_model_id="tone-en")
     clone = worker_config(redis_url, name="clone", adapter_type="xtts", default_model_id=XTTS_ID)
@@ -73,10 +75,18 @@ async def _two_sessions_with_one_reference(
                     break
                 utt = await client.say("Hello there.", limit_s=120)
                 frames.append(len(utt.frames))
-        with await xtts.app.models.acquire(XTTS_ID) as lease:
-            cache = lease.voice.cache  # type: ignore[attr-defined]
-            counts = (int(cache.hits), int(cache.misses))
-    return started, frames, counts
+        # The model manager connects the loaded voice's cache to the worker's registry.
+        registry = xtts.app.metrics.registry
+        counts = tuple(
+            int(
+                registry.get_sample_value(
+                    COUNTER, {"worker": "clone", "model": XTTS_ID, "outcome": o}
+                )
+                or 0
+            )
+            for o in ("hit", "miss")
+        )
+    return started, frames, (counts[0], counts[1])
 
 
 async def test_reference_audio_is_routed_only_to_a_zero_shot_worker_and_spoken(

@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from types import TracebackType
 
 from duplex.worker.adapters.base import Adapter, AdapterOptions, Voice, adapter_for
+from duplex.worker.adapters.zero_shot import watch_conditioning
 from duplex.worker.catalog import Catalog, LocalPiperVoice, ModelDir, ModelSpec, UnknownModel
 from duplex.worker.metrics import LoadOutcome, WorkerPromMetrics, load_outcome
 
@@ -407,6 +409,10 @@ class ModelManager:
                 raise ModelOutOfMemory(spec.model_id, reason) from exc
             raise ModelLoadFailed(spec.model_id, reason) from exc
         slot.voice = voice
+        if self._metrics is not None:
+            watch_conditioning(
+                voice, spec.model_id, partial(self._metrics.zero_shot_conditioning, spec.model_id)
+            )
         slot.state = _State.RESIDENT
         slot.load_ms = load_ms
         slot.loaded_at = slot.last_used = self._clock()
