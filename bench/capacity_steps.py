@@ -269,6 +269,8 @@ async def load_step(
     if not results:
         detail = stderr.decode("utf-8", "replace")[-500:]
         raise RuntimeError(f"the load generator wrote nothing (exit {load.returncode}): {detail}")
+    # Sessions still starting when the window opened: the ramp was too short for them.
+    late_starts = sum(1 for r in results if r.get("started", 0.0) > window.start)
     arrivals: list[list[float] | BaseException] = []
     workers: dict[str, int] = {}
     errors: list[str] = []
@@ -307,6 +309,7 @@ async def load_step(
         "orchestrator_us_per_frame": None if math.isnan(orch_us) else round(orch_us, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "failed": stats.failed,
+        "started_in_window": late_starts,
         "errors": errors[:3],
         "workers": workers,
         "held": held,

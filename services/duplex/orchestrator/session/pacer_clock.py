@@ -15,6 +15,7 @@ that pacer's own task (`resume`): one slow client never holds the clock, nor the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import math
 import time
@@ -23,6 +24,7 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol
 
 DEFAULT_SLOT_S = 0.0025  # 8 slots per 20 ms frame: 2.5 ms is the most a due time moves
+_IDLE_EXIT_S = 2.0  # the task ends after this long with no pacer scheduled
 _TOLERANCE = 1e-6  # of a slot: float noise in a time on the grid must not move it a slot
 
 
@@ -35,7 +37,7 @@ class Served(Protocol):
 class PacerClock:
     """Wakes on a grid of ``slot_s`` and serves the pacers scheduled up to then.
 
-    Its task runs only while some pacer is scheduled, and ends by itself when none is;
+    Its task runs while pacers are scheduled, and ends by itself after a while with none;
     ``aclose`` stops it at shutdown.
     """
 
@@ -95,7 +97,19 @@ class PacerClock:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._heap:
+        while True:
+            if not self._heap:
+                # Idle: stay a while (pacers go idle and busy again all the time between
+                # a worker's batches), then end rather than outlive every session.
+                self._sleeping_until = math.inf
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_IDLE_EXIT_S):
+                        await self._wake.wait()
+                self._sleeping_until = -math.inf
+                if not self._heap:
+                    return
+                continue
             now = self.clock()
             current = math.floor(now / self.slot_s + _TOLERANCE)
             if self._heap[0] > current:
