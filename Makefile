@@ -112,11 +112,16 @@ SERVICE ?=
 FOLLOW ?=
 INSTALL_DIR ?= /opt/duplex
 SERVICE_USER ?= duplex
+# The host folders with the GPU models' weights, mounted read-only into the xtts/cosyvoice2
+# workers (docs/gpu-models.md); required when MODELS runs one.
+XTTS_MODEL_DIR ?=
+COSYVOICE_MODEL_DIR ?=
 DEPLOY_PORTS := REDIS_PORT ORCH_PORT TLS_PORT CONSOLE_PORT GRPC_BASE_PORT METRICS_BASE_PORT PROMETHEUS_PORT GRAFANA_PORT
 DEPLOY_ARGS = --gpus "$(GPUS)" --models "$(MODELS)" --cpu-workers "$(CPU_WORKERS)" \
   --monitoring "$(MONITORING)" --tls "$(or $(TLS),0)" --tls-cert-dir "$(TLS_CERT_DIR)" \
   --network "$(NETWORK)" --webrtc "$(WEBRTC)" --image-tag "$(IMAGE_TAG)" --redis-image "$(REDIS_IMAGE)" \
   --base-image "$(BASE)" --cuda-base-image "$(CUDA_BASE)" --public-host "$(PUBLIC_HOST)" --subnet "$(SUBNET)" \
+  --xtts-model-dir "$(XTTS_MODEL_DIR)" --cosyvoice-model-dir "$(COSYVOICE_MODEL_DIR)" \
   $(foreach p,$(DEPLOY_PORTS),$(if $($(p)),--$(subst _,-,$(shell echo $(p) | tr A-Z a-z)) "$($(p))"))
 # `docker compose` (v2) where present, else Debian's docker-compose (v1); the classic builder.
 COMPOSE_BIN = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -125,7 +130,7 @@ COMPOSE = DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0 $(COMPOSE_BIN) -p $(COMPO
 # let them run even without $(ENV_FILE).
 NO_SECRETS = API_KEYS=- CONSOLE_ADMIN_TOKEN=- CONSOLE_SESSION_SECRET=- GRAFANA_ADMIN_PASSWORD=-
 
-up: $(STAMP) ## Generate compose/generated/ and start the appliance: make up GPUS=2 [MODELS=0:piper,1:kokoro] [CPU_WORKERS=] [MONITORING=1] [TLS=0] [NETWORK=bridge]
+up: $(STAMP) ## Generate compose/generated/ and start the appliance: make up GPUS=2 [MODELS=0:piper,1:kokoro] [CPU_WORKERS=] [MONITORING=1] [TLS=0] [NETWORK=bridge] [XTTS_MODEL_DIR=] [COSYVOICE_MODEL_DIR=]
 	@command -v docker >/dev/null || { echo "!! docker is not installed (Debian: apt-get install docker.io docker-compose)"; exit 1; }
 	$(PY) -m duplex.deploy generate $(DEPLOY_ARGS) --out $(STACK_DIR) --env-file $(ENV_FILE)
 	$(PY) -m duplex.devtools.docker wheels $$(cat $(STACK_DIR)/wheels.args)
@@ -158,12 +163,15 @@ POOLS ?= piper
 ORCHESTRATORS ?= 2
 NAMESPACE ?= duplex
 K8S_DIR ?= k8s
+XTTS_MODEL_PVC ?=
+COSYVOICE_MODEL_PVC ?=
 
-k8s: $(STAMP) ## Write Kubernetes manifests: make k8s GPUS_PER_NODE=4 NODES=2 [POOLS=piper:6,kokoro] [ORCHESTRATORS=2] [REDIS_URL=] [WEBRTC=0]
+k8s: $(STAMP) ## Write Kubernetes manifests: make k8s GPUS_PER_NODE=4 NODES=2 [POOLS=piper:6,kokoro] [ORCHESTRATORS=2] [REDIS_URL=] [WEBRTC=0] [XTTS_MODEL_PVC=claim[/folder]]
 	@test -n "$(GPUS_PER_NODE)" || { echo "!! give GPUS_PER_NODE (and NODES): make k8s GPUS_PER_NODE=4 NODES=2"; exit 2; }
 	$(PY) -m duplex.deploy k8s --gpus-per-node "$(GPUS_PER_NODE)" --nodes "$(NODES)" --pools "$(POOLS)" \
 	  --orchestrators "$(ORCHESTRATORS)" --namespace "$(NAMESPACE)" --image-tag "$(IMAGE_TAG)" \
-	  --redis-url "$(REDIS_URL)" --webrtc "$(if $(filter 1,$(WEBRTC_K8S)),1,0)" --out "$(K8S_DIR)"
+	  --redis-url "$(REDIS_URL)" --webrtc "$(if $(filter 1,$(WEBRTC_K8S)),1,0)" \
+	  --xtts-model-pvc "$(XTTS_MODEL_PVC)" --cosyvoice-model-pvc "$(COSYVOICE_MODEL_PVC)" --out "$(K8S_DIR)"
 
 # A second GPU host: only workers, joining the first host's Redis (the orchestrators there route to them).
 .PHONY: up-workers down-workers

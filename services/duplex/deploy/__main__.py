@@ -40,6 +40,12 @@ from duplex.deploy.spec import (
     plan_workers,
 )
 from duplex.deploy.systemd import SystemdOptions, render_systemd
+from duplex.deploy.weights import (
+    MODEL_DIR_VARIABLES,
+    check_model_dirs,
+    claim_variable,
+    parse_claims,
+)
 from duplex.deploy.workers_stack import render_workers
 from duplex.registry._connect import redacted
 
@@ -117,6 +123,10 @@ def _parser() -> argparse.ArgumentParser:
         )
         for variable in PORT_VARIABLES.values():
             sub.add_argument(_flag(variable), default="")
+        for adapter, variable in MODEL_DIR_VARIABLES.items():
+            sub.add_argument(
+                _flag(variable), default="", help=f"host folder with the {adapter} weights"
+            )
     workers.add_argument("--redis-url", default="", help="the first host's Redis")
     workers.add_argument("--advertise-host", default="", help="default: the route to Redis")
     workers.add_argument("--worker-cert-dir", default="", help="ca.pem, worker-N.pem/.key")
@@ -145,6 +155,12 @@ def _parser() -> argparse.ArgumentParser:
     k8s.add_argument("--redis-url", default="", help="an external Redis (default: in-cluster)")
     k8s.add_argument("--redis-image", default="redis:7-alpine")
     k8s.add_argument("--webrtc", default="0", help="1: orchestrators on the nodes' network")
+    for adapter in MODEL_DIR_VARIABLES:
+        k8s.add_argument(
+            _flag(claim_variable(adapter)),
+            default="",
+            help=f"PersistentVolumeClaim[/folder] with the {adapter} weights",
+        )
     k8s.add_argument("--out", type=Path, default=Path("k8s"))
     systemd.add_argument("--install-dir", default="/opt/duplex")
     systemd.add_argument("--config-dir", default="/etc/duplex")
@@ -169,6 +185,11 @@ def options_from(args: argparse.Namespace, catalog: Catalog) -> StackOptions:
     gpus = parse_gpus(args.gpus, detect)
     models = parse_models(args.models, gpus, tuple(catalog.models))
     workers = plan_workers(gpus, models, parse_count("CPU_WORKERS", args.cpu_workers))
+    model_dirs = check_model_dirs(
+        {v: getattr(args, v.lower()) for v in MODEL_DIR_VARIABLES.values()},
+        (w.adapter for w in workers),
+        args.models,
+    )
     ports: dict[str, int] = {}
     for field_name, variable in PORT_VARIABLES.items():
         value = parse_count(variable, getattr(args, variable.lower()))
@@ -188,6 +209,7 @@ def options_from(args: argparse.Namespace, catalog: Catalog) -> StackOptions:
         public_host=args.public_host,
         subnet_prefix=args.subnet.removesuffix(".0/24"),
         ports=Ports(**ports),
+        model_dirs=model_dirs,
         repository=repository_from(args.out),
     )
 
@@ -223,10 +245,15 @@ def k8s_options_from(args: argparse.Namespace, catalog: Catalog) -> K8sOptions:
     """Parse and check the `k8s` inputs; raises DeployError naming the first bad one."""
     per_node = parse_positive("GPUS_PER_NODE", args.gpus_per_node)
     nodes = parse_positive("NODES", args.nodes, default=1)
+    pools = parse_pools(args.pools, per_node * nodes, catalog.models)
+    claims = {
+        claim_variable(a): getattr(args, claim_variable(a).lower()) for a in MODEL_DIR_VARIABLES
+    }
     return K8sOptions(
         gpus_per_node=per_node,
         nodes=nodes,
-        pools=parse_pools(args.pools, per_node * nodes, catalog.models),
+        pools=pools,
+        model_claims=parse_claims(claims, (p.adapter for p in pools), args.pools),
         orchestrators=parse_positive("ORCHESTRATORS", args.orchestrators, default=2),
         namespace=args.namespace,
         image_tag=args.image_tag,
@@ -245,6 +272,10 @@ def k8s_inputs(options: K8sOptions) -> str:
         f"ORCHESTRATORS={options.orchestrators} NAMESPACE={options.namespace} "
         f"IMAGE_TAG={options.image_tag} WEBRTC={int(options.webrtc)}"
         + (" REDIS_URL=external" if options.redis_url else "")
+        + "".join(
+            f" {claim_variable(c.adapter)}={c.claim}{'/' if c.sub_path else ''}{c.sub_path}"
+            for c in options.model_claims
+        )
     )
 
 

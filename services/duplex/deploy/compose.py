@@ -23,6 +23,7 @@ from typing import Any
 
 from duplex.deploy.configs import CONFIG_MOUNT, TLS_MOUNT
 from duplex.deploy.plan import StackPlan, WorkerPlan
+from duplex.deploy.weights import MODEL_DIR_VARIABLES, container_dir, needs_weights
 from duplex.deploy.yamltext import Flow
 from duplex.devtools.extras import EXTRAS
 
@@ -115,16 +116,21 @@ def worker_image(plan: StackPlan, worker: WorkerPlan) -> tuple[str, dict[str, st
     else:
         name, base = CUDA_WORKER_IMAGE, options.cuda_base_image
         args["ONNXRUNTIME"] = "onnxruntime-gpu"
-    tag = options.image_tag
     if worker.adapter == "kokoro":
         args["KOKORO"] = "1"
-        tag += "-kokoro"
     if worker.adapter in {extra.name for extra in EXTRAS}:
         args["GPU_ADAPTERS"] = worker.adapter
-        tag += f"-{worker.adapter}"
     if base:
         args["BASE"] = base
-    return f"{name}:{tag}", dict(sorted(args.items()))
+    return f"{name}:{options.image_tag}{image_suffix(worker.adapter)}", dict(sorted(args.items()))
+
+
+def image_suffix(adapter: str) -> str:
+    """What a worker image's tag adds for the adapter: `-kokoro` (the Japanese voice),
+    `-xtts` / `-cosyvoice2` (that adapter's torch stack), "" for the others."""
+    if adapter == "kokoro" or adapter in {extra.name for extra in EXTRAS}:
+        return f"-{adapter}"
+    return ""
 
 
 def server_build(plan: StackPlan) -> dict[str, Any]:
@@ -198,6 +204,13 @@ def _worker(plan: StackPlan, worker: WorkerPlan) -> dict[str, Any]:
         # The runtime exposes only the reserved GPU, as device 0 in the container: the guide's
         # CUDA_VISIBLE_DEVICES=N would hide it for any N but 0.
         environment["CUDA_VISIBLE_DEVICES"] = "0"
+    volumes = [f"./config:{CONFIG_MOUNT}:ro"]
+    if needs_weights(worker.adapter):
+        # The operator's weights, read-only, where the worker's catalog looks for them.
+        volumes.append(
+            f"{plan.options.model_dir(worker.adapter)}:{container_dir(worker.adapter)}:ro"
+        )
+        environment[MODEL_DIR_VARIABLES[worker.adapter]] = container_dir(worker.adapter)
     service: dict[str, Any] = {
         "image": image,
         "build": _build(plan, "worker", args),
@@ -205,7 +218,7 @@ def _worker(plan: StackPlan, worker: WorkerPlan) -> dict[str, Any]:
             "duplex.worker", "--config", f"{CONFIG_MOUNT}/{worker.config_file}"
         ),
         "environment": environment,
-        "volumes": [f"./config:{CONFIG_MOUNT}:ro"],
+        "volumes": volumes,
         "depends_on": {"redis": {"condition": "service_healthy"}},
         # SERVING only once its default model is loaded (grpc.health.v1).
         "healthcheck": {

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from duplex.deploy.compose import REDIS_KEYSPACE_EVENTS, SERVER_IMAGE, python_command
+from duplex.deploy.compose import REDIS_KEYSPACE_EVENTS, SERVER_IMAGE, image_suffix, python_command
 from duplex.deploy.k8s_spec import K8S_VERSION, K8sOptions, PoolSpec
+from duplex.deploy.weights import MODEL_DIR_VARIABLES, container_dir
 from duplex.deploy.yamltext import Flow, dump_yaml
 from duplex.worker.health import SERVICE_NAME as WORKER_HEALTH_SERVICE
 
@@ -131,9 +132,8 @@ def _config_map(options: K8sOptions, name: str, component: str, files: dict[str,
 def _worker_documents(options: K8sOptions, pool: PoolSpec) -> list[dict[str, Any]]:
     labels = _labels("worker", **{"duplex/pool": pool.adapter})
     image = f"{options.image_prefix}{CUDA_WORKER_IMAGE}:{options.image_tag}"
-    if pool.adapter == "kokoro":
-        image += "-kokoro"
-    container = {
+    image += image_suffix(pool.adapter)
+    container: dict[str, Any] = {
         "name": "worker",
         "image": image,
         "command": python_command("duplex.worker", "--config", f"{CONFIG_DIR}/worker.yaml"),
@@ -168,8 +168,25 @@ def _worker_documents(options: K8sOptions, pool: PoolSpec) -> list[dict[str, Any
             "periodSeconds": 10,
             "failureThreshold": 3,
         },
-        "volumeMounts": [_CONFIG_MOUNT],
+        "volumeMounts": [dict(_CONFIG_MOUNT)],
     }
+    volumes = [_config_volume(f"{pool.name}-config")]
+    claim = options.claim(pool.adapter)
+    if claim is not None:
+        # The operator's weights from their claim, read-only, where the worker's catalog looks.
+        mount = {"name": claim.volume, "mountPath": container_dir(pool.adapter), "readOnly": True}
+        if claim.sub_path:
+            mount["subPath"] = claim.sub_path
+        container["volumeMounts"].append(mount)
+        container["env"].append(
+            {"name": MODEL_DIR_VARIABLES[pool.adapter], "value": container_dir(pool.adapter)}
+        )
+        volumes.append(
+            {
+                "name": claim.volume,
+                "persistentVolumeClaim": {"claimName": claim.claim, "readOnly": True},
+            }
+        )
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -185,7 +202,7 @@ def _worker_documents(options: K8sOptions, pool: PoolSpec) -> list[dict[str, Any
                 "spec": {
                     "terminationGracePeriodSeconds": WORKER_GRACE_S,
                     "containers": [container],
-                    "volumes": [_config_volume(f"{pool.name}-config")],
+                    "volumes": volumes,
                 },
             },
         },

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from duplex.deploy.spec import DeployError
+from duplex.deploy.weights import ModelClaim, claim_variable, needs_weights
 from duplex.registry._connect import check_redis_url
 
 K8S_VERSION = "1.33.0"
@@ -44,8 +45,15 @@ class K8sOptions:
     redis_url: str = ""  # empty: Redis runs in the cluster (a StatefulSet)
     redis_image: str = "redis:7-alpine"
     webrtc: bool = False  # orchestrators on the nodes' network, one per node
+    # The existing claims with the weights of the pools that need them (XTTS_MODEL_PVC, ...).
+    model_claims: tuple[ModelClaim, ...] = ()
 
     def __post_init__(self) -> None:
+        for pool in self.pools:
+            if needs_weights(pool.adapter) and self.claim(pool.adapter) is None:
+                raise DeployError(
+                    f"{pool.name} needs its weights: give {claim_variable(pool.adapter)}"
+                )
         if not _DNS_LABEL.match(self.namespace):
             raise DeployError(f"NAMESPACE={self.namespace!r}: not a DNS label (a-z, 0-9, -)")
         if self.orchestrators < 1:
@@ -64,6 +72,10 @@ class K8sOptions:
                     "REDIS_URL holds a password: the manifests are not secret. Give the URL "
                     "without it here, and the whole URL as REDIS_URL in the duplex-secrets Secret"
                 )
+
+    def claim(self, adapter: str) -> ModelClaim | None:
+        """The claim with `adapter`'s weights, if one was given."""
+        return next((c for c in self.model_claims if c.adapter == adapter), None)
 
     @property
     def gpus(self) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from duplex.deploy.spec import DeployError, Network, StackOptions, WorkerSpec
+from duplex.deploy.weights import MODEL_DIR_VARIABLES, needs_weights
 
 # Fixed addresses on the bridge network's /24 (see compose.py for why they are fixed).
 GATEWAY_HOST = 1
@@ -81,6 +82,9 @@ def plan_stack(options: StackOptions, models: Mapping[str, Sequence[str]]) -> St
     cpu_index = 0
     plans: list[WorkerPlan] = []
     for index, spec in enumerate(options.workers):
+        if needs_weights(spec.adapter) and not options.model_dir(spec.adapter):
+            variable = MODEL_DIR_VARIABLES[spec.adapter]
+            raise DeployError(f"a {spec.adapter} worker needs its weights: give {variable}")
         if spec.gpu is None:
             slot = f"cpu{cpu_index}"
             cpu_index += 1

@@ -13,6 +13,7 @@ from duplex.deploy.configs import config_files
 from duplex.deploy.monitoring import ALERTS_FILE, grafana_datasource, scrape_config
 from duplex.deploy.plan import StackPlan
 from duplex.deploy.spec import StackOptions
+from duplex.deploy.weights import MODEL_DIR_VARIABLES
 from duplex.deploy.yamltext import digest, dump_yaml
 from duplex.devtools.extras import EXTRAS, adapter_list
 
@@ -47,6 +48,7 @@ def inputs_line(options: StackOptions) -> str:
         f"WEBRTC={int(options.webrtc)}",
         f"IMAGE_TAG={options.image_tag}",
     ]
+    parts += [f"{MODEL_DIR_VARIABLES[adapter]}={path}" for adapter, path in options.model_dirs]
     return " ".join(parts)
 
 

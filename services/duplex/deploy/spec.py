@@ -17,9 +17,6 @@ from enum import Enum
 MAX_GPUS = 64
 """A larger count is a typo (GPUS=100), not a server."""
 
-NOT_YET_AVAILABLE = ("cosyvoice2", "xtts")
-"""The deployment guide's GPU adapters: named in its pattern 2, not built yet."""
-
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _GPU_LINE = re.compile(r"^GPU (\d+):", re.MULTILINE)
@@ -82,6 +79,9 @@ class StackOptions:
     public_host: str = "localhost"  # the name browsers use: printed URLs, console links
     subnet_prefix: str = "10.231.77"  # the bridge network's /24 (fixed addresses: see compose.py)
     ports: Ports = field(default_factory=Ports)
+    # (adapter, absolute host folder) for each adapter of the stack that loads an operator's
+    # weights (XTTS_MODEL_DIR, ...: deploy/weights.py), sorted by adapter.
+    model_dirs: tuple[tuple[str, str], ...] = ()
     # The repository as seen from the folder the stack is written to (compose resolves the
     # build context and the grafana/ mounts from there): compose/generated/ -> ../..
     repository: str = "../.."
@@ -100,6 +100,10 @@ class StackOptions:
             raise DeployError(f"the repository path {self.repository!r} cannot be mounted")
         if not re.fullmatch(r"[A-Za-z0-9.:-]+", self.public_host):
             raise DeployError(f"PUBLIC_HOST={self.public_host!r} is not a host name or address")
+
+    def model_dir(self, adapter: str) -> str:
+        """The host folder with `adapter`'s weights; "" when none was given."""
+        return dict(self.model_dirs).get(adapter, "")
 
     @property
     def gpus(self) -> tuple[int, ...]:
@@ -166,11 +170,6 @@ def parse_models(
 def _worker_spec(models: str, item: str, gpu: int, known: Sequence[str]) -> WorkerSpec:
     adapter, _, model_id = item.partition("=")
     adapter = adapter.strip()
-    if adapter in NOT_YET_AVAILABLE and adapter not in known:
-        raise DeployError(
-            f"MODELS={models!r}: adapter {adapter!r} (GPU {gpu}) is not available yet; "
-            f"this build has: {', '.join(sorted(known))}"
-        )
     if adapter not in known or not _IDENT.match(adapter):
         raise DeployError(
             f"MODELS={models!r}: unknown adapter {adapter!r} (GPU {gpu}); "

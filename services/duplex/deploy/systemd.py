@@ -16,6 +16,7 @@ from duplex.deploy.configs import console_config, orchestrator_config, worker_co
 from duplex.deploy.plan import StackPlan
 from duplex.deploy.render import inputs_line
 from duplex.deploy.spec import DeployError, Network
+from duplex.deploy.weights import needs_weights
 from duplex.deploy.yamltext import dump_yaml
 
 WORKER_UNIT = "tts-worker@.service"
@@ -154,7 +155,12 @@ def render_systemd(plan: StackPlan, options: SystemdOptions) -> dict[str, str]:
     )
     configs: dict[str, Mapping[str, Any]] = {}
     for worker in local.workers:
-        configs[f"worker-gpu{worker.gpu}.yaml"] = worker_config(local, worker)
+        config = worker_config(local, worker)
+        if needs_weights(worker.adapter):
+            # No container here: the worker reads the operator's folder where it is.
+            path = plan.options.model_dir(worker.adapter)
+            config["model_manager"]["model_dirs"] = [{"model_id": worker.model_id, "path": path}]
+        configs[f"worker-gpu{worker.gpu}.yaml"] = config
     orchestrator = orchestrator_config(local)
     # Clients come from the network (API keys then required), ICE on every interface.
     orchestrator["transport"]["websocket"]["host"] = "0.0.0.0"
