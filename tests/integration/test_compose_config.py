@@ -96,6 +96,31 @@ def test_make_config_refuses_bad_gpus_naming_the_value() -> None:
     assert "error: GPUS='abc'" in result.stderr and not result.stdout
 
 
+def test_make_config_mounts_the_model_folder_it_is_given(tmp_path: Path) -> None:
+    """XTTS_MODEL_DIR flows from make to the generator like the other inputs: the folder is
+    mounted read-only in the xtts worker, which gets XTTS_MODEL_DIR pointing at it."""
+    result = _make("config", "GPUS=1", "MODELS=0:xtts", f"XTTS_MODEL_DIR={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    assert f"- {tmp_path}:/models/xtts:ro\n" in result.stdout
+    assert "XTTS_MODEL_DIR: /models/xtts\n" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variables", "says"),
+    [
+        (["MODELS=0:xtts", "XTTS_MODEL_DIR="], "error: MODELS='0:xtts': the xtts worker needs"),
+        (["MODELS=0:cosyvoice2", "COSYVOICE_MODEL_DIR=/nonexistent/cosy"],
+         "error: COSYVOICE_MODEL_DIR='/nonexistent/cosy' is not an existing directory"),
+    ],
+)  # fmt: skip
+def test_make_config_refuses_a_gpu_model_worker_without_its_folder(
+    variables: list[str], says: str
+) -> None:
+    result = _make("config", "GPUS=1", *variables)
+    assert result.returncode == 2
+    assert says in result.stderr and not result.stdout
+
+
 def test_schema_check_rejects_a_broken_compose_file(tmp_path: Path) -> None:
     """The check is real: a service with a malformed ports entry is rejected."""
     bad = tmp_path / "compose.yml"

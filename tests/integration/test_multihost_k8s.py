@@ -169,3 +169,83 @@ def test_the_same_inputs_give_the_same_bytes_and_bad_inputs_write_nothing(
         assert deploy_main(["k8s", *bad, "--out", str(out)]) == 2
         assert says in capsys.readouterr().err
         assert not out.exists()
+
+
+GPU_MODELS = ["--gpus-per-node", "2", "--nodes", "2", "--pools", "piper,xtts,cosyvoice2:1",
+              "--xtts-model-pvc", "models/xtts-v2",
+              "--cosyvoice-model-pvc", "cosyvoice-weights"]  # fmt: skip
+
+
+def test_gpu_model_pools_mount_their_weights_claim_read_only_and_validate(
+    tmp_path: Path,
+) -> None:
+    """POOLS with xtts and cosyvoice2: each of those pods mounts its existing claim (a folder
+    inside it with CLAIM/FOLDER) read-only at the fixed path and points the worker's variable
+    there, runs the image with that adapter's torch stack, and every manifest still passes
+    kubernetes-validate strictly; the same inputs give the same bytes."""
+    out = tmp_path / "k8s"
+    assert deploy_main(["k8s", *GPU_MODELS, "--out", str(out)]) == 0
+    files = {
+        p.name: [d for d in yaml.safe_load_all(p.read_text()) if d]
+        for p in sorted(out.glob("*.yaml"))
+    }
+    for docs in files.values():
+        for doc in docs:
+            if doc["kind"] != "Kustomization":
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    expected = {
+        "worker-xtts": ("XTTS_MODEL_DIR", "/models/xtts", "models", "xtts-v2"),
+        "worker-cosyvoice2": (
+            "COSYVOICE_MODEL_DIR",
+            "/models/cosyvoice2",
+            "cosyvoice-weights",
+            None,
+        ),
+    }
+    for name, (variable, inside, claim, sub_path) in expected.items():
+        deployment = named(files, "Deployment", name)
+        pod = deployment["spec"]["template"]["spec"]
+        container = container_of(deployment)
+        adapter = name.removeprefix("worker-")
+        assert container["image"] == f"duplex-worker-cuda:latest-{adapter}"
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env[variable] == inside
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == inside]
+        assert mount["readOnly"] is True and mount.get("subPath") == sub_path
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
+    piper = container_of(named(files, "Deployment", "worker-piper"))
+    assert [m["name"] for m in piper["volumeMounts"]] == ["config"]
+    assert piper["image"] == "duplex-worker-cuda:latest"
+    again = tmp_path / "again"
+    assert deploy_main(["k8s", *GPU_MODELS, "--out", str(again)]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {
+        p.name: p.read_bytes() for p in again.iterdir()
+    }
+
+
+@pytest.mark.parametrize(
+    ("drop", "value", "says"),
+    [
+        ("--xtts-model-pvc", None, "give XTTS_MODEL_PVC"),
+        ("--cosyvoice-model-pvc", "Weights", "COSYVOICE_MODEL_PVC='Weights': 'Weights' is not"),
+        ("--xtts-model-pvc", "models/../x", "XTTS_MODEL_PVC='models/../x'"),
+    ],
+)
+def test_a_gpu_model_pool_without_a_usable_claim_is_refused(
+    tmp_path: Path,
+    drop: str,
+    value: str | None,
+    says: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = list(GPU_MODELS)
+    at = argv.index(drop)
+    if value is None:
+        del argv[at : at + 2]
+    else:
+        argv[at + 1] = value
+    out = tmp_path / "bad"
+    assert deploy_main(["k8s", *argv, "--out", str(out)]) == 2
+    assert says in capsys.readouterr().err
+    assert not out.exists()

@@ -58,3 +58,51 @@ def test_a_missing_or_local_redis_is_refused(
     assert deploy_main(["workers", "--gpus", "1", "--redis-url", url, "--out", str(out)]) == 2
     assert says in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_gpu_model_worker_on_another_host_mounts_its_weights_read_only(tmp_path: Path) -> None:
+    """make up-workers MODELS=0:xtts XTTS_MODEL_DIR=...: the worker gets the folder read-only
+    at /models/xtts and XTTS_MODEL_DIR pointing there; the file still validates against the
+    compose spec, and the same inputs give the same bytes."""
+    weights = tmp_path / "xtts-v2"
+    weights.mkdir()
+    args = ["workers", "--gpus", "2", "--models", "0:xtts", "--redis-url", URL,
+            "--host-name", "gpu-b", "--xtts-model-dir", str(weights)]  # fmt: skip
+    out = tmp_path / "workers"
+    assert deploy_main([*args, "--out", str(out)]) == 0
+    compose = out / "docker-compose.yml"
+    checked = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+         str(compose)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    services = yaml.safe_load(compose.read_text())["services"]
+    xtts, piper = services["tts-xtts-0"], services["tts-piper-1"]
+    assert f"{weights}:/models/xtts:ro" in xtts["volumes"]
+    assert xtts["environment"]["XTTS_MODEL_DIR"] == "/models/xtts"
+    assert xtts["image"] == "duplex-worker-cuda:latest-xtts"
+    assert "XTTS_MODEL_DIR" not in piper["environment"]
+    assert not any("/models/" in v for v in piper["volumes"])
+    again = tmp_path / "again"
+    assert deploy_main([*args, "--out", str(again)]) == 0
+    assert compose.read_bytes() == (again / "docker-compose.yml").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("flag", "says"),
+    [
+        (None, "give XTTS_MODEL_DIR"),
+        ("/nonexistent/xtts", "'/nonexistent/xtts' is not an existing"),
+    ],
+)
+def test_a_gpu_model_worker_without_its_folder_is_refused(
+    tmp_path: Path, flag: str | None, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "workers"
+    argv = ["workers", "--gpus", "1", "--models", "0:xtts", "--redis-url", URL, "--out", str(out)]
+    if flag is not None:
+        argv += ["--xtts-model-dir", flag]
+    assert deploy_main(argv) == 2
+    assert says in capsys.readouterr().err
+    assert not out.exists()

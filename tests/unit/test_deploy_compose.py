@@ -25,10 +25,14 @@ from duplex.deploy.__main__ import plan_from_args
 from duplex.deploy.plan import StackPlan
 from duplex.deploy.render import COMPOSE_FILE, render, wheel_flags, write
 from duplex.orchestrator.config import load_orchestrator_config
+from duplex.worker.catalog import builtin_catalog
 from duplex.worker.config import load_worker_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "compose" / "examples" / "two-gpu.yml"
+# Stand-ins for the operator's model folders: the generator only checks that they are
+# folders on this host. A fixed path, so that a variant's bytes are the same in every test.
+WEIGHTS = Path(tempfile.gettempdir()) / "duplex-deploy-test-weights"
 
 # name -> the make variables, as flags of `python -m duplex.deploy config`.
 STACKS: Mapping[str, tuple[str, ...]] = {
@@ -42,10 +46,20 @@ STACKS: Mapping[str, tuple[str, ...]] = {
     "host-cpu": ("--gpus", "0", "--network", "host", "--monitoring", "0"),
     "host-gpus": ("--gpus", "2", "--network", "host", "--tls", "1", "--redis-port", "6390",
                   "--grpc-base-port", "17001", "--metrics-base-port", "19101"),
+    "gpu-models": ("--gpus", "2", "--models", "0:xtts,1:cosyvoice2+piper",
+                   "--xtts-model-dir", str(WEIGHTS / "xtts-v2"),
+                   "--cosyvoice-model-dir", str(WEIGHTS / "cosyvoice2-0.5b")),
 }  # fmt: skip
 
 
+def weights_folders() -> None:
+    """The folders the gpu-models variant names (made once; any test may be the first)."""
+    for name in ("xtts-v2", "cosyvoice2-0.5b"):
+        (WEIGHTS / name).mkdir(parents=True, exist_ok=True)
+
+
 def stack(name: str) -> StackPlan:
+    weights_folders()
     return plan_from_args(STACKS[name])
 
 
@@ -193,7 +207,7 @@ def test_gpu_adapters_get_their_torch_stack_in_their_own_image_tag() -> None:
     """MODELS=0:xtts,1:cosyvoice2+piper: the XTTS and CosyVoice2 workers build with
     GPU_ADAPTERS (the steps of devtools/extras.py) under their own tags, Piper without, and
     the wheel set is made for both adapters."""
-    plan = plan_from_args(["--gpus", "2", "--models", "0:xtts,1:cosyvoice2+piper"])
+    plan = stack("gpu-models")
     services = compose_of(plan)["services"]
     xtts, cosy, piper = (services[s] for s in ("tts-xtts-0", "tts-cosyvoice2-1", "tts-piper-1"))
     assert xtts["image"] == "duplex-worker-cuda:latest-xtts"
@@ -204,6 +218,40 @@ def test_gpu_adapters_get_their_torch_stack_in_their_own_image_tag() -> None:
     assert "GPU_ADAPTERS" not in piper["build"]["args"]
     assert wheel_flags(plan)[-2:] == ["--gpu-adapters", "xtts,cosyvoice2"]
     assert "--gpu-adapters" not in wheel_flags(stack("per-gpu-models"))
+
+
+def test_gpu_model_workers_mount_the_operators_weights_read_only_where_the_worker_looks() -> None:
+    """XTTS_MODEL_DIR / COSYVOICE_MODEL_DIR: the host folder is mounted read-only at a fixed
+    path in that worker only, and the worker's own catalog, given the service's environment,
+    loads the model from there; other workers get no weights and no variable."""
+    plan = stack("gpu-models")
+    services = worker_services(compose_of(plan))
+    expected = {
+        "tts-xtts-0": ("XTTS_MODEL_DIR", WEIGHTS / "xtts-v2", "/models/xtts",
+                       "xtts-v2-en-demo"),
+        "tts-cosyvoice2-1": ("COSYVOICE_MODEL_DIR", WEIGHTS / "cosyvoice2-0.5b",
+                             "/models/cosyvoice2", "cosyvoice2-en-base"),
+    }  # fmt: skip
+    for name, (variable, host, inside, model_id) in expected.items():
+        service = services[name]
+        assert f"{host}:{inside}:ro" in service["volumes"]
+        env = service_env(service)
+        assert env[variable] == inside
+        assert builtin_catalog(environ=env).get(model_id).params["model_dir"] == inside
+    piper = services["tts-piper-1"]
+    assert piper["volumes"] == ["./config:/etc/duplex:ro"]
+    assert not {"XTTS_MODEL_DIR", "COSYVOICE_MODEL_DIR"} & set(piper["environment"])
+    inputs = render(plan)[COMPOSE_FILE].splitlines()[2]
+    assert f"XTTS_MODEL_DIR={WEIGHTS / 'xtts-v2'}" in inputs
+
+
+def test_model_folders_for_adapters_not_in_the_stack_change_nothing(tmp_path: Path) -> None:
+    """XTTS_MODEL_DIR set (say, exported for the gpu tests) beside a Piper-only stack: the
+    same bytes as without it, whether or not the folder exists."""
+    plain = render(stack("two-gpus"))
+    for folder in (tmp_path, tmp_path / "absent"):
+        again = plan_from_args(["--gpus", "2", "--xtts-model-dir", str(folder)])
+        assert render(again) == plain
 
 
 def test_the_same_adapter_twice_on_one_gpu_gets_a_suffix() -> None:

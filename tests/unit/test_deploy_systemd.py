@@ -77,6 +77,26 @@ def test_each_gpu_gets_a_valid_config_with_its_own_name_and_ports(tmp_path: Path
     assert not (folder / "worker-gpu2.yaml").exists()
 
 
+def test_a_gpu_model_workers_config_names_the_operators_folder_where_it_is(
+    tmp_path: Path,
+) -> None:
+    """No container under systemd: XTTS_MODEL_DIR goes into that worker's own config
+    (model_manager.model_dirs, the host path), which the worker's catalog reads; the Piper
+    worker's config names no folder."""
+    weights = tmp_path / "xtts-v2"
+    weights.mkdir()
+    plan = plan_from_args(
+        ["--gpus", "2", "--models", "0:xtts,1:piper", "--xtts-model-dir", str(weights)]
+    )
+    folder = tmp_path / "systemd"
+    write(render_systemd(plan, SystemdOptions(install_dir=str(ROOT))), folder)
+    xtts = load_worker_config(folder / "worker-gpu0.yaml", {})
+    (entry,) = xtts.model_manager.model_dirs
+    assert (entry.model_id, entry.path) == ("xtts-v2-en-demo", str(weights))
+    assert xtts.model_manager.default_model_id == "xtts-v2-en-demo"
+    assert load_worker_config(folder / "worker-gpu1.yaml", {}).model_manager.model_dirs == ()
+
+
 def test_the_orchestrator_and_console_units_read_the_secrets_file(tmp_path: Path) -> None:
     """API_KEYS and the console token come from EnvironmentFile, never from the unit."""
     folder = units(tmp_path)
