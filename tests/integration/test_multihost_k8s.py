@@ -5,6 +5,7 @@ same bytes."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,23 @@ def test_a_gpu_model_pool_without_a_usable_claim_is_refused(
     assert deploy_main(["k8s", *argv, "--out", str(out)]) == 2
     assert says in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_make_k8s_passes_the_weights_claim_through(tmp_path: Path) -> None:
+    """XTTS_MODEL_PVC flows from make to the generator; without it make k8s fails naming it."""
+    root = Path(__file__).resolve().parents[2]
+
+    def make_k8s(*variables: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "-s", "-o", ".venv/.installed", "k8s", "GPUS_PER_NODE=1", "POOLS=xtts",
+             f"K8S_DIR={tmp_path / 'k8s'}", *variables],
+            cwd=root, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    refused = make_k8s("XTTS_MODEL_PVC=")
+    assert refused.returncode == 2 and "give XTTS_MODEL_PVC" in refused.stderr
+    assert not (tmp_path / "k8s").exists()
+    done = make_k8s("XTTS_MODEL_PVC=models/xtts-v2")
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "k8s" / "worker-xtts.yaml").read_text()
+    assert "claimName: models\n" in text and "subPath: xtts-v2\n" in text
