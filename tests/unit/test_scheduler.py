@@ -263,7 +263,7 @@ class WideGatedVoice(GatedVoice):
 
 def test_a_lone_job_runs_wide_and_a_job_beside_another_runs_narrow() -> None:
     """The only job gets the wide session; one that starts while another runs does not."""
-    scheduler = SynthesisScheduler(2)
+    scheduler = SynthesisScheduler(2, cores_idle=lambda: 2.0)
     scheduler.start()
     try:
         voice, rec = WideGatedVoice(), Recorder()
@@ -311,5 +311,18 @@ def test_a_job_due_later_leaves_the_last_idle_thread_to_a_job_due_now() -> None:
         assert voice.order == ["block-continuation", "first-clause", "next-continuation"]
         # Only a due job that started alone ran wide; continuations never do.
         assert voice.wide == []
+    finally:
+        scheduler.close()
+
+
+def test_a_lone_job_runs_narrow_when_other_processes_keep_the_cores_busy() -> None:
+    """No idle core on the machine (load from elsewhere): the lone job stays on one thread."""
+    scheduler = SynthesisScheduler(2, cores_idle=lambda: 0.4)
+    scheduler.start()
+    try:
+        voice, rec = WideGatedVoice(), Recorder()
+        scheduler.submit(rec.job(voice, "alone", deadline=0.0))
+        rec.wait("alone")
+        assert voice.wide == [] and rec.done["alone"] is None
     finally:
         scheduler.close()

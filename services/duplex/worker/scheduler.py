@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,18 +14,32 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from duplex.worker.adapters.base import Int16Array, Voice, WideVoice
+from duplex.worker.clause_jobs import SECONDS_PER_CHAR
 from duplex.worker.metrics import WorkerPromMetrics
 
 _LOG = logging.getLogger(__name__)
 
 RTF_WEIGHT = 0.2  # share of the newest job in the weighted rtf
 
-DUE_HORIZON_S = 1.0
-"""A job due within this many seconds may take any idle thread; one due later ("early":
-a continuation clause whose audio is not needed yet) never takes the last idle thread.
-A running clause cannot be preempted, so a thread kept free is what lets a new utterance's
-first clause start at once under load; a continuation clause takes up to ~1 s to synthesize
-on a busy machine, hence the horizon."""
+DUE_MARGIN_S = 1.0
+"""A job may take any idle thread once its deadline is nearer than this margin plus its
+own expected synthesis time; one due later ("early": a continuation clause whose audio is
+not needed yet) never takes the last idle thread. A running clause cannot be preempted,
+so a thread kept free is what lets a new utterance's first clause start at once."""
+
+SYNTH_ESTIMATE_FACTOR = 2.0
+"""Safety factor on a job's expected synthesis time (measured rtf x estimated audio)."""
+
+MIN_RTF = 0.05  # the rtf assumed before one is measured
+
+
+def idle_cores() -> float:
+    """Cores that no runnable thread of this machine wants (cores less the 1-minute load).
+
+    A wide session's job is only as fast as its slowest thread: on cores that other processes
+    keep busy, its tail grew (4 clients on a shared 2-core machine: first-audio p95 374-420 ms
+    narrow, 1571-1637 ms wide), so it runs only where a core is really idle."""
+    return (os.cpu_count() or 1) - os.getloadavg()[0]
 
 
 class JobCancelled(Exception):
@@ -97,16 +112,23 @@ class SynthesisScheduler:
     deadline runs before queued jobs that are due later. Running jobs are not preempted:
     a clause is short, and a voice cannot be paused mid-inference.
 
-    A job due later than :data:`DUE_HORIZON_S` from now never takes the last idle thread
-    (with two threads or more): it waits until a thread is free beside it, or until it is due.
+    A job not yet due (see :data:`DUE_MARGIN_S`) never takes the last idle thread (with two
+    threads or more): it waits until a thread is free beside it, or until it is due.
 
     A due job that starts while no other job runs or waits gets the voice's wide session
     (:class:`~duplex.worker.adapters.base.WideVoice`) when it has one: the cores would
-    otherwise idle, and one client's first audio comes sooner. Jobs due later stay narrow:
+    otherwise idle, and one client's first audio comes sooner; only while at least one core
+    of the machine is idle (:func:`idle_cores`). Jobs due later stay narrow:
     their speed does not reach the listener, and the wide session costs more CPU per job.
     """
 
-    def __init__(self, threads: int, *, metrics: WorkerPromMetrics | None = None) -> None:
+    def __init__(
+        self,
+        threads: int,
+        *,
+        metrics: WorkerPromMetrics | None = None,
+        cores_idle: Callable[[], float] = idle_cores,
+    ) -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self._thread_count = threads
@@ -124,6 +146,7 @@ class SynthesisScheduler:
         self._ew_audio = 0.0
         self._ew_synth = 0.0
         self._metrics = metrics
+        self._cores_idle = cores_idle
         if metrics is not None:
             metrics.watch_queue_depth(self.queue_depth)
 
@@ -246,15 +269,23 @@ class SynthesisScheduler:
             if not self._heap:
                 self._cond.wait()
                 continue
-            wait = self._heap[0][0] - DUE_HORIZON_S - time.monotonic()
+            deadline, _, top = self._heap[0]
+            wait = deadline - self._start_by_margin(top.job) - time.monotonic()
             due = wait <= 0
             if due or self._thread_count == 1 or len(self._running) + 2 <= self._thread_count:
                 _, _, entry = heapq.heappop(self._heap)
-                entry.wide = due and not self._heap and not self._running
+                alone = due and not self._heap and not self._running
+                entry.wide = alone and self._cores_idle() >= 1.0
                 self._running[entry.seq] = entry
                 return entry
             self._cond.wait(wait)
         return None
+
+    def _start_by_margin(self, job: SynthesisJob) -> float:
+        """How long before its deadline a job must start (caller holds the condition)."""
+        rtf = self._ew_synth / self._ew_audio if self._ew_audio > 0 else MIN_RTF
+        expected = max(rtf, MIN_RTF) * SECONDS_PER_CHAR * len(job.text)
+        return DUE_MARGIN_S + SYNTH_ESTIMATE_FACTOR * expected
 
     def _run(self, entry: _Entry) -> None:
         job = entry.job
