@@ -132,13 +132,19 @@ class Router:
         if self._shared is not None:
             cursor += self._shared.offset(len(candidates))
             self._shared.watch(live)
-            for name, worker in live.items():
+            for name in self._shared.mirrored():
+                worker = live.get(name)
+                if worker is None:
+                    continue
                 others = self._shared.others(name, worker.last_heartbeat - self._margin)
                 if others:
                     counts[name] = counts.get(name, 0) + others
         self._cursor += 1
         failed_hosts = {_host(live[n].addr) for n in exclude if n in live}
-        elsewhere = [w for w in candidates if _host(w.addr) not in failed_hosts]
+        # Parsing every address costs ~10 us a worker: only a failover needs it.
+        elsewhere = (
+            [w for w in candidates if _host(w.addr) not in failed_hosts] if failed_hosts else []
+        )
         decision = None
         for pool in [elsewhere, candidates] if failed_hosts and elsewhere else [candidates]:
             try:

@@ -88,6 +88,7 @@ class SharedInflight:
         self._own: dict[str, dict[str, Entry]] = {}  # worker -> member -> entry
         self._mirror: dict[str, tuple[Entry, ...]] = {}  # worker -> the others' live entries
         self._watched: frozenset[str] = frozenset()
+        self._watched_source: object = None
         self._rank = (0, 1)  # this orchestrator's place among the live ones, and their number
         self._ops: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,6 +114,11 @@ class SharedInflight:
     def others(self, worker: str, since: float) -> int:
         """Other orchestrators' live sessions on `worker` routed after `since`."""
         return sum(1 for e in self._mirror.get(worker, ()) if e.routed_at > since)
+
+    def mirrored(self) -> Iterable[str]:
+        """The workers on which other orchestrators have live sessions (a decision need
+        only ask `others` for these, not for the whole fleet)."""
+        return [w for w, entries in self._mirror.items() if entries]
 
     def counts(self) -> Mapping[str, int]:
         """Live routed sessions per worker, over every orchestrator (for pages)."""
@@ -141,7 +147,9 @@ class SharedInflight:
 
     def watch(self, workers: Iterable[str]) -> None:
         """The workers whose sets the periodic re-read covers (the live ones)."""
-        self._watched = frozenset(workers)
+        if workers is not self._watched_source:  # the view hands out one mapping per change
+            self._watched_source = workers
+            self._watched = frozenset(workers)
 
     # -- lifecycle -------------------------------------------------------------------------
 
