@@ -112,9 +112,10 @@ SERVICE ?=
 FOLLOW ?=
 INSTALL_DIR ?= /opt/duplex
 SERVICE_USER ?= duplex
-# XTTS_MODEL_DIR, COSYVOICE_MODEL_DIR (empty unless given): the host folders with the GPU
-# models' weights, mounted read-only into the xtts/cosyvoice2 workers; required when MODELS
-# runs one (docs/gpu-models.md).
+# The host folders with the GPU models' weights, mounted read-only into the xtts/cosyvoice2
+# workers; required when MODELS runs one (docs/gpu-models.md).
+XTTS_MODEL_DIR ?=
+COSYVOICE_MODEL_DIR ?=
 DEPLOY_PORTS := REDIS_PORT ORCH_PORT TLS_PORT CONSOLE_PORT GRPC_BASE_PORT METRICS_BASE_PORT PROMETHEUS_PORT GRAFANA_PORT
 DEPLOY_ARGS = --gpus "$(GPUS)" --models "$(MODELS)" --cpu-workers "$(CPU_WORKERS)" \
   --monitoring "$(MONITORING)" --tls "$(or $(TLS),0)" --tls-cert-dir "$(TLS_CERT_DIR)" \

@@ -37,5 +37,7 @@ MAKE_VARIABLES: Mapping[str, str] = MappingProxyType(
         "FOLLOW": "make logs: 1 to follow",
         "INSTALL_DIR": "make systemd: the checkout with its .venv (default /opt/duplex)",
         "SERVICE_USER": "make systemd: the user the units run as (default duplex)",
+        "XTTS_MODEL_DIR": "the host folder with the XTTS-v2 weights (needed when MODELS runs xtts)",
+        "COSYVOICE_MODEL_DIR": "the host folder with the CosyVoice2 weights (cosyvoice2 workers)",
     }
 )
