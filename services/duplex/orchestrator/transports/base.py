@@ -29,6 +29,8 @@ class TransportKind(StrEnum):
 
     WEBSOCKET = "websocket"
     WEBRTC = "webrtc"
+    OPENAI = "openai"  # POST /v1/audio/speech (transports/speech_stream.py)
+    WYOMING = "wyoming"  # the Wyoming TTS server
 
 
 class AudioSink(Protocol):
