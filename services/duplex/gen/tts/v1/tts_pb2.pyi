@@ -27,7 +27,7 @@ class SynthesizeRequest(_message.Message):
     def __init__(self, open: _Optional[_Union[SessionOpen, _Mapping]] = ..., text: _Optional[_Union[TextChunk, _Mapping]] = ...) -> None: ...
 
 class SessionOpen(_message.Message):
-    __slots__ = ("session_id", "model_id", "sample_rate", "language", "lead_ms", "reference_audio", "max_frames_per_message")
+    __slots__ = ("session_id", "model_id", "sample_rate", "language", "lead_ms", "reference_audio", "max_frames_per_message", "speed")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class SessionOpen(_message.Message):
     LEAD_MS_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_AUDIO_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAMES_PER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SPEED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     model_id: str
     sample_rate: int
@@ -42,7 +43,8 @@ class SessionOpen(_message.Message):
     lead_ms: int
     reference_audio: ReferenceAudio
     max_frames_per_message: int
-    def __init__(self, session_id: _Optional[str] = ..., model_id: _Optional[str] = ..., sample_rate: _Optional[int] = ..., language: _Optional[str] = ..., lead_ms: _Optional[int] = ..., reference_audio: _Optional[_Union[ReferenceAudio, _Mapping]] = ..., max_frames_per_message: _Optional[int] = ...) -> None: ...
+    speed: float
+    def __init__(self, session_id: _Optional[str] = ..., model_id: _Optional[str] = ..., sample_rate: _Optional[int] = ..., language: _Optional[str] = ..., lead_ms: _Optional[int] = ..., reference_audio: _Optional[_Union[ReferenceAudio, _Mapping]] = ..., max_frames_per_message: _Optional[int] = ..., speed: _Optional[float] = ...) -> None: ...
 
 class ReferenceAudio(_message.Message):
     __slots__ = ("pcm", "sample_rate")
