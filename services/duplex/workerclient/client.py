@@ -370,10 +370,13 @@ class WorkerClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         frames_per_message: int = FRAMES_PER_MESSAGE,
         reference: PcmFrame | None = None,
+        speed: float | None = None,
     ) -> WorkerStream:
         """Open a synthesis session; waits for SessionOpened at most ``timeout_s`` seconds.
 
         ``reference``: the client's reference audio (mono s16le), for a zero-shot voice.
+        ``speed``: a speaking rate (0.25-4.0) for a model with the ``speed`` capability;
+        None: the model's own.
         The answer is on the returned stream's ``opened``.
         """
         call = self._stub.Synthesize()
@@ -390,6 +393,8 @@ class WorkerClient:
         if reference is not None:
             session_open.reference_audio.pcm = reference.pcm
             session_open.reference_audio.sample_rate = reference.sample_rate
+        if speed is not None:
+            session_open.speed = speed
         try:
             try:
                 async with asyncio.timeout(timeout_s):
