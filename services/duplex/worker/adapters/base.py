@@ -57,6 +57,24 @@ class WideVoice(Protocol):
         ...
 
 
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+"""The speaking rates a session may ask for (SessionOpen.speed; OpenAI's range)."""
+
+
+@runtime_checkable
+class SpeedVoice(Protocol):
+    """A voice that can speak faster or slower than its own rate (the ``speed`` capability).
+
+    ``at_speed`` gives one session's view of the loaded voice: it shares the model (its
+    ``close`` frees nothing: the model manager closes the voice itself) and keeps
+    ``synthesize_wide`` when the voice has it.
+    """
+
+    def at_speed(self, speed: float) -> Voice:
+        """This voice speaking ``speed`` times its own rate (2.0: half as long)."""
+        ...
+
+
 class Device(Enum):
     """Where a worker runs its models (the config's ``worker.device``)."""
 

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime
 
-from duplex.worker.adapters.base import AdapterOptions, AdapterUnavailable, Int16Array
+from duplex.worker.adapters.base import AdapterOptions, AdapterUnavailable, Int16Array, Voice
 from duplex.worker.adapters.onnx_session import active_provider, open_session, open_wide_session
 from duplex.worker.catalog import ModelSpec
 
@@ -120,7 +120,13 @@ class KokoroVoice:
         session = self.session
         return self._chunks(self._wide or session, text)
 
-    def _chunks(self, session: onnxruntime.InferenceSession, text: str) -> Iterator[Int16Array]:
+    def at_speed(self, speed: float) -> Voice:
+        """This voice at ``speed`` times its configured rate (the model's speed input)."""
+        return _KokoroAtSpeed(self, self._speed * speed)
+
+    def _chunks(
+        self, session: onnxruntime.InferenceSession, text: str, speed: float | None = None
+    ) -> Iterator[Int16Array]:
         sentences = [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
         for index, sentence in enumerate(sentences):
             with self._g2p_lock:
@@ -128,7 +134,7 @@ class KokoroVoice:
             for piece in split_phonemes(phonemes):
                 if self._closed.is_set():
                     return
-                audio = self._infer(session, piece)
+                audio = self._infer(session, piece, self._speed if speed is None else speed)
                 if audio.size:
                     yield audio
             if index < len(sentences) - 1:
@@ -141,7 +147,9 @@ class KokoroVoice:
         self._wide = None
         gc.collect()
 
-    def _infer(self, session: onnxruntime.InferenceSession, phonemes: str) -> Int16Array:
+    def _infer(
+        self, session: onnxruntime.InferenceSession, phonemes: str, speed: float
+    ) -> Int16Array:
         tokens = [self._vocab[c] for c in phonemes if c in self._vocab]
         if not tokens:
             return np.zeros(0, np.int16)
@@ -151,11 +159,31 @@ class KokoroVoice:
             {
                 "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
                 "style": np.asarray(ref, dtype=np.float32).reshape(1, 256),
-                "speed": np.array([self._speed], dtype=np.float32),
+                "speed": np.array([speed], dtype=np.float32),
             },
         )
         audio = trim_silence(np.asarray(outputs[0], np.float32).ravel(), self.sample_rate)
         return np.round(np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+class _KokoroAtSpeed:
+    """One session's view of a :class:`KokoroVoice` at another speaking rate."""
+
+    def __init__(self, voice: KokoroVoice, speed: float) -> None:
+        self.model_id = voice.model_id
+        self.sample_rate = voice.sample_rate
+        self._voice = voice
+        self._speed = speed
+
+    def synthesize(self, text: str) -> Iterator[Int16Array]:
+        return self._voice._chunks(self._voice.session, text, self._speed)
+
+    def synthesize_wide(self, text: str) -> Iterator[Int16Array]:
+        voice = self._voice
+        return voice._chunks(voice.wide_session or voice.session, text, self._speed)
+
+    def close(self) -> None:
+        """Nothing: the model belongs to the voice this view was made from."""
 
 
 class KokoroAdapter:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 from piper import PiperVoice
-from piper.config import PiperConfig
+from piper.config import PiperConfig, SynthesisConfig
 
-from duplex.worker.adapters.base import AdapterOptions, Int16Array
+from duplex.worker.adapters.base import AdapterOptions, Int16Array, Voice
 from duplex.worker.adapters.onnx_session import active_provider, open_session, open_wide_session
 from duplex.worker.catalog import ModelSpec
 
@@ -59,8 +59,14 @@ class LoadedPiperVoice:
         voice = self._require()
         return self._chunks(self._wide or voice, text)
 
-    def _chunks(self, voice: PiperVoice, text: str) -> Iterator[Int16Array]:
-        for chunk in voice.synthesize(text):
+    def at_speed(self, speed: float) -> Voice:
+        """This voice at another speaking rate (Piper's length_scale divided by ``speed``)."""
+        return _PiperAtSpeed(self, speed)
+
+    def _chunks(
+        self, voice: PiperVoice, text: str, config: SynthesisConfig | None = None
+    ) -> Iterator[Int16Array]:
+        for chunk in voice.synthesize(text, syn_config=config):
             if self._closed.is_set():
                 return
             audio: Int16Array = np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16)
@@ -79,6 +85,27 @@ class LoadedPiperVoice:
         if voice is None:
             raise RuntimeError(f"voice {self.model_id} is closed")
         return voice
+
+
+class _PiperAtSpeed:
+    """One session's view of a :class:`LoadedPiperVoice` at another speaking rate."""
+
+    def __init__(self, voice: LoadedPiperVoice, speed: float) -> None:
+        self.model_id = voice.model_id
+        self.sample_rate = voice.sample_rate
+        self._voice = voice
+        length_scale = voice._require().config.length_scale / speed
+        self._config = SynthesisConfig(length_scale=length_scale)
+
+    def synthesize(self, text: str) -> Iterator[Int16Array]:
+        return self._voice._chunks(self._voice._require(), text, self._config)
+
+    def synthesize_wide(self, text: str) -> Iterator[Int16Array]:
+        voice = self._voice
+        return voice._chunks(voice._wide or voice._require(), text, self._config)
+
+    def close(self) -> None:
+        """Nothing: the model belongs to the voice this view was made from."""
 
 
 class PiperAdapter:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from duplex.worker.adapters.base import AdapterOptions, Int16Array
+from duplex.worker.adapters.base import AdapterOptions, Int16Array, Voice
 from duplex.worker.catalog import ModelSpec
 
 MS_PER_CHAR = 60
@@ -51,16 +51,27 @@ class ToneVoice:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        speed: float = 1.0,
     ) -> None:
         if rtf < 0:
             raise ValueError(f"rtf must be >= 0, got {rtf}")
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
         self.model_id = model_id
         self.sample_rate = sample_rate
         self.rtf = rtf
+        self.speed = speed
         self._clock = clock
         self._sleep = sleep
         self._closed = threading.Event()
         self._rendered: dict[str, Int16Array] = {}
+
+    def at_speed(self, speed: float) -> Voice:
+        """The same tone, ``speed`` times shorter (no model: a voice of its own)."""
+        return ToneVoice(
+            self.model_id, self.sample_rate, self.rtf, clock=self._clock, sleep=self._sleep,
+            speed=self.speed * speed,
+        )  # fmt: skip
 
     def render(self, text: str) -> Int16Array:
         """The whole signal for ``text`` at once (what synthesize yields, concatenated).
@@ -81,7 +92,7 @@ class ToneVoice:
         return signal
 
     def _render(self, text: str) -> Int16Array:
-        total = self.sample_rate * tone_duration_ms(text) // 1000
+        total = round(self.sample_rate * tone_duration_ms(text) / self.speed / 1000)
         t = np.arange(total, dtype=np.float64) / self.sample_rate
         wave = np.sin(2 * np.pi * tone_pitch(text) * t)
         fade = min(total // 2, self.sample_rate * FADE_MS // 1000)
