@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from duplex.gen.tts.v1 import tts_pb2, tts_pb2_grpc
-from duplex.worker.adapters.base import Voice
+from duplex.worker.adapters.base import MAX_SPEED, MIN_SPEED, SpeedVoice, Voice
 from duplex.worker.adapters.zero_shot import ReferenceAudio, ReferenceAudioError, ZeroShotVoice
 from duplex.worker.batching import FrameBatcher, session_lead_ms
 from duplex.worker.catalog import Catalog, ModelSpec, UnknownModel
@@ -145,8 +145,16 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
                 f"sample_rate {settings.sample_rate} not supported; "
                 f"use one of {list(SUPPORTED_SAMPLE_RATES)}",
             )
+        if opening.HasField("speed") and not MIN_SPEED <= opening.speed <= MAX_SPEED:
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"speed {opening.speed:g} is outside {MIN_SPEED:g}..{MAX_SPEED:g}",
+            )
         lease = await self._acquire(opening.model_id or None, context)
-        voice = await self._session_voice(opening, lease, context)
+        voice = await self._at_speed(
+            opening, lease, await self._session_voice(opening, lease, context), context
+        )
         session = Session(session_id, voice, self._scheduler, settings, metrics=self._metrics)
         self._register(session)
         reader = asyncio.create_task(
@@ -282,6 +290,21 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
         except BaseException:
             lease.release()
             raise
+
+    async def _at_speed(
+        self, opening: Any, lease: Lease, voice: Voice, context: grpc.aio.ServicerContext
+    ) -> Voice:
+        """``voice`` at the session's speaking rate, when it asks for another than 1.0."""
+        if not opening.HasField("speed") or opening.speed == 1.0:
+            return voice
+        if not isinstance(voice, SpeedVoice):
+            lease.release()
+            await _abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"model {lease.model_id!r} has no speed capability: it speaks at its own rate",
+            )
+        return voice.at_speed(float(opening.speed))
 
     async def _read_text(self, requests: AsyncIterator[Any], session: Session) -> None:
         """Feed text chunks to the session; input errors end the stream through it."""
