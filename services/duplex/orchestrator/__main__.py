@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -24,6 +25,9 @@ from duplex.orchestrator.app import OrchestratorServer
 from duplex.orchestrator.config import ENV_OVERRIDES, ConfigError, load_orchestrator_config
 
 _LOG = logging.getLogger("duplex.orchestrator")
+# Allocations before a young collection, then young collections per middle one and middle
+# ones per full one (the defaults: 700, 10, 10).
+_GC_THRESHOLDS = (10_000, 20, 10)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tune_gc() -> None:
+    """Fewer, cheaper garbage collections. A session allocates objects for every 20 ms frame,
+    and frames that wait in the pacer live long enough to reach the oldest generation, so
+    with the defaults full collections of the whole heap come several times a second and
+    stall every session's audio at once. Everything built at start-up is frozen out of the
+    collector's sight, and young collections run less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level)
@@ -54,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _LOG.error("invalid configuration: %s", exc)
         return 2
     server = OrchestratorServer(config)
+    _tune_gc()
     # uvloop: about 1.5x the real-time sessions of asyncio's own loop in the capacity bench.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve_until_signalled(server, _LOG))
