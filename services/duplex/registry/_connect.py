@@ -14,6 +14,7 @@ One URL says where the registry is and how to reach it:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
@@ -157,6 +158,28 @@ def open_redis(url: str, *, timeout_s: float, retries: int = 1) -> redis.Redis:
     )
     client.owner = sentinel
     return client
+
+
+async def follow_master(client: redis.Redis) -> bool:
+    """Whether the Sentinels now name another master than the one `client` talks to; if so,
+    its idle connections are closed, and its next command goes to the new master.
+
+    redis-py asks the Sentinels only when it opens a connection, so a pooled connection to a
+    master that a failover demoted, but that is still running (`SENTINEL FAILOVER`, or a
+    partition healing), stays open and keeps taking writes until Sentinel reconfigures it,
+    which it does only after its next INFO, up to 10 s later. Callers ask once per heartbeat
+    or resync. False, with no I/O, for a client without Sentinel; False too when no Sentinel
+    answers (the connection in hand may still work; a dead master shows on it anyway).
+    """
+    pool = client.connection_pool
+    if not isinstance(pool, SentinelConnectionPool) or not pool.is_master:
+        return False
+    before = pool.master_address
+    # It records the new address before closing the old connections: compare with that even
+    # when the closing fails.
+    with contextlib.suppress(*REDIS_ERRORS):
+        await pool.get_master_address()  # type: ignore[no-untyped-call]
+    return before is not None and pool.master_address != before
 
 
 def db_of(client: redis.Redis) -> int:
