@@ -8,7 +8,13 @@ import time
 from collections.abc import Callable
 
 from duplex.registry import keys
-from duplex.registry._connect import REDIS_ERRORS, describe, hash_fields, open_redis
+from duplex.registry._connect import (
+    REDIS_ERRORS,
+    describe,
+    follow_master,
+    hash_fields,
+    open_redis,
+)
 from duplex.registry.records import WorkerRecord
 
 _LOG = logging.getLogger(__name__)
@@ -51,6 +57,9 @@ class Announcer:
         key = keys.worker_key(record.name)
         now = time.time()
         async with asyncio.timeout(self._timeout_s * 3):
+            # After a Sentinel failover that left the old master running, its pooled
+            # connection would keep the worker announced there only.
+            await follow_master(self._redis)
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping=hash_fields(record.encode()))
                 pipe.pexpire(key, int(self._ttl_s * 1000))
