@@ -11,10 +11,11 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from duplex.registry import keys
-from duplex.registry._connect import REDIS_ERRORS, db_of, describe, open_redis
+from duplex.registry._connect import REDIS_ERRORS, db_of, describe, follow_master, open_redis
 from duplex.registry.records import RegistryDecodeError, RoutingSettings, WorkerRecord
 
 _LOG = logging.getLogger(__name__)
@@ -204,6 +205,12 @@ class RegistryView:
         while not self._stopping:
             wait = next_reconcile - loop.time()
             if wait <= 0:
+                async with asyncio.timeout(self._timeout_s * 2):
+                    moved = await follow_master(self._data)
+                if moved:
+                    # The subscriber still listens to the old master, and the new one needs
+                    # notifications switched on: reconnect as after an outage.
+                    raise RedisConnectionError("Sentinel names a new master")
                 await self._reconcile()
                 next_reconcile = loop.time() + self._reconcile_s
                 continue
