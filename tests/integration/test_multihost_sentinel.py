@@ -245,15 +245,14 @@ async def follow_the_failover(
             times["routed"] = time.monotonic() - started
             assert reply["type"] == "SessionStarted", reply
             assert reply["worker"] in names
-            if how is Failover.KILLED:
-                # Its shared in-flight entry lands in the new master. (The in-flight writer
-                # does not ask the Sentinels: it stays with a master that runs on.)
-                entry = f"inflight:{reply['worker']}"
+            # Its shared in-flight entry lands in the new master (the writer asks the
+            # Sentinels at each lease renewal, so it leaves a master that runs on too).
+            entry = f"inflight:{reply['worker']}"
 
-                async def counted() -> bool:
-                    return bool(await new_master.exists(entry))
+            async def counted() -> bool:
+                return bool(await new_master.exists(entry))
 
-                await eventually(counted, 10)
+            await eventually(counted, 10)
             said = await late.say("After the failover.")
             assert len(said.frames) == tone_frames("After the failover.")
             times["spoken"] = time.monotonic() - started

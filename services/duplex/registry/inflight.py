@@ -24,13 +24,21 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from duplex.registry._connect import REDIS_ERRORS, db_of, describe, open_redis
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from duplex.registry._connect import REDIS_ERRORS, db_of, describe, follow_master, open_redis
 from duplex.registry.keys import INFLIGHT_PREFIX, ORCHESTRATORS_LIVE
 
 _LOG = logging.getLogger(__name__)
 
 _SEP = "|"
 _MAX_BATCH = 256
+
+
+async def _follows_new_master(client: redis.Redis, timeout_s: float) -> bool:
+    async with asyncio.timeout(timeout_s):
+        return await follow_master(client)
 
 
 def inflight_key(worker: str) -> str:
@@ -222,6 +230,10 @@ class SharedInflight:
                 renew_at = loop.time() + self._lease_s / 3
 
     async def _renew(self) -> None:
+        # After a Sentinel failover, write to the new master (it may also have started empty:
+        # the renewal below writes every entry of ours again).
+        async with asyncio.timeout(self._timeout_s * 2):
+            await follow_master(self._redis)
         now = time.time()
         expiry = now + self._lease_s
         async with asyncio.timeout(self._timeout_s * 2):
@@ -254,6 +266,9 @@ class SharedInflight:
                     dirty.add(channel.split(f":{INFLIGHT_PREFIX}", 1)[-1])
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
                 full = loop.time() >= next_full
+                if full and await _follows_new_master(subscriber, self._timeout_s * 2):
+                    # Subscribed on a demoted master: start over on the new one.
+                    raise RedisConnectionError("the Sentinels name a new master")
                 if full:
                     dirty |= self._watched | set(self._mirror)
                     next_full = loop.time() + self._reconcile_s

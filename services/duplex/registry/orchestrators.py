@@ -19,7 +19,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from duplex.registry import keys
-from duplex.registry._connect import REDIS_ERRORS, hash_fields, open_redis
+from duplex.registry._connect import REDIS_ERRORS, follow_master, hash_fields, open_redis
 from duplex.registry.records import RegistryDecodeError
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,8 @@ class OrchestratorPublisher:
     async def _run(self) -> None:
         while True:
             try:
+                async with asyncio.timeout(max(2.0, self._interval_s * 2)):
+                    await follow_master(self._redis)  # after a Sentinel failover: the new master
                 await self.publish_once()
                 if self._failing:
                     log.info("publishing to Redis again", extra={"orchestrator": self._id})
