@@ -16,12 +16,20 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error as WyomingError
 from wyoming.event import Event, async_read_event, async_write_event
 from wyoming.info import Attribution, Describe, Info, TtsProgram, TtsVoice
-from wyoming.tts import Synthesize
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeStopped,
+    SynthesizeVoice,
+)
 
 from duplex.orchestrator.config import WyomingConfig
 from duplex.orchestrator.errors import DuplexError
@@ -29,6 +37,7 @@ from duplex.orchestrator.transports.speech_stream import (
     ApiKind,
     SpeechRequest,
     SpeechService,
+    SpeechStream,
 )
 
 log = logging.getLogger(__name__)
@@ -82,6 +91,7 @@ def describe(fleet: Sequence[Mapping[str, object]]) -> Info:
         description="a fleet of TTS workers, routed with failover",
         version=None,
         voices=voices,
+        supports_synthesize_streaming=True,
     )
     return Info(tts=[program])
 
@@ -137,7 +147,8 @@ class WyomingServer:
 
 
 class _Connection:
-    """One client: events in, answers out, one request at a time."""
+    """One client: events in, answers out, one request at a time (a streamed request reads
+    its text chunks while its audio goes out)."""
 
     def __init__(
         self, speech: SpeechService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -145,59 +156,98 @@ class _Connection:
         self._speech = speech
         self._reader = reader
         self._writer = writer
+        self._write_lock = asyncio.Lock()  # audio and describe answers may interleave
 
     async def run(self) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(_IDLE_TIMEOUT_S):
-                    event = await async_read_event(self._reader)
-            except TimeoutError:
-                return
-            if event is None:
-                return
+        while (event := await self._read()) is not None:
             if Describe.is_type(event.type):
                 await self._write(describe(self._speech.models()).event())
+            elif SynthesizeStart.is_type(event.type):
+                await self._synthesize_streamed(SynthesizeStart.from_event(event))
             elif Synthesize.is_type(event.type):
                 await self._synthesize(Synthesize.from_event(event))
 
+    async def _read(self) -> Event | None:
+        """The next event; None when the client has gone or stayed silent too long."""
+        try:
+            async with asyncio.timeout(_IDLE_TIMEOUT_S):
+                return await async_read_event(self._reader)
+        except TimeoutError:
+            return None
+
     async def _write(self, event: Event) -> None:
-        async with asyncio.timeout(_WRITE_TIMEOUT_S):
+        async with self._write_lock, asyncio.timeout(_WRITE_TIMEOUT_S):
             await async_write_event(event, self._writer)
 
     async def _synthesize(self, request: Synthesize) -> None:
         started = time.monotonic()
-        metrics = self._speech.metrics
-        voice = request.voice
+        chosen = await self._choose(request.voice)
+        if chosen is None:
+            return
+        if not request.text.strip():
+            self._count("empty_text")
+            await self._refuse("empty_text", "the text is empty")
+            return
+        model_id, language = chosen
+        await self._speak(SpeechRequest(request.text, model_id, language, SAMPLE_RATE), started)
+
+    async def _synthesize_streamed(self, start: SynthesizeStart) -> None:
+        """synthesize-start, synthesize-chunk..., synthesize-stop (a `synthesize` within is
+        the client's copy of the whole text for servers that do not stream: ignored), as
+        one session fed as the text comes. Answered with audio-start, audio-chunk...,
+        audio-stop (or an error), then synthesize-stopped."""
+        started = time.monotonic()
+        chosen = await self._choose(start.voice)
+        stopped = False
+        if chosen is not None:
+            model_id, language = chosen
+            request = SpeechRequest(None, model_id, language, SAMPLE_RATE)
+            stopped = await self._speak(request, started, streamed=True)
+        while not stopped:  # refused: read the rest of the request
+            event = await self._read()
+            if event is None:
+                return
+            stopped = SynthesizeStop.is_type(event.type)
+        await self._write(SynthesizeStopped().event())
+
+    async def _choose(self, voice: SynthesizeVoice | None) -> tuple[str, str] | None:
+        """(model id, language) for the request's voice; None once refused."""
         chosen = pick_voice(
             self._speech.models(),
             voice.name if voice else None,
             voice.language if voice else None,
             self._speech.config.openai.default_voice,
         )
-        if chosen is None or not request.text.strip():
-            code, why = (
-                ("voice_not_found", f"no live worker offers the voice {voice}")
-                if chosen is None
-                else ("empty_text", "the text is empty")
-            )
-            self._count(code)
-            await self._refuse(code, why)
-            return
-        model_id, language = chosen
+        if chosen is None:
+            self._count("voice_not_found")
+            await self._refuse("voice_not_found", f"no live worker offers the voice {voice}")
+        return chosen
+
+    async def _speak(
+        self, request: SpeechRequest, started: float, *, streamed: bool = False
+    ) -> bool:
+        """Stream the request's audio; for a streamed request, True once its
+        synthesize-stop has been read (False: the client went away, or an error came
+        first and the rest of the request is still to be read)."""
         counted = False
+        stopped = False
+        feeder: asyncio.Task[bool] | None = None
         try:
-            async with self._speech.speak(
-                ApiKind.WYOMING, SpeechRequest(request.text, model_id, language, SAMPLE_RATE)
-            ) as stream:
-                await self._write(AudioStart(SAMPLE_RATE, _WIDTH, 1).event())
-                first = True
-                async for frame in stream.frames():
-                    await self._write(AudioChunk(SAMPLE_RATE, _WIDTH, 1, frame.pcm).event())
-                    if first:
-                        first = False
-                        metrics.api_first_audio_seconds.labels(api=ApiKind.WYOMING.value).observe(
-                            time.monotonic() - started
-                        )
+            async with self._speech.speak(ApiKind.WYOMING, request) as stream:
+                audio = asyncio.create_task(self._send_audio(stream, started), name="wyoming-audio")
+                tasks: set[asyncio.Task[Any]] = {audio}
+                if streamed:
+                    feeder = asyncio.create_task(self._feed(stream), name="wyoming-feed")
+                    tasks.add(feeder)
+                try:
+                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    if feeder in done and not feeder.result():
+                        return False  # the client went away mid-request
+                    await audio
+                    if feeder is not None:
+                        stopped = await feeder
+                finally:
+                    await _cancel(audio)
                 # Counted before the last event: a client may read the metrics right after it.
                 counted = True
                 self._count("ok")
@@ -207,8 +257,35 @@ class _Connection:
             self._count(err.code.value.lower())
             await self._refuse(err.code.value.lower(), err.message)
         finally:
+            if feeder is not None:
+                await _cancel(feeder)
             if not counted:
                 self._count("client_gone")
+        return stopped
+
+    async def _send_audio(self, stream: SpeechStream, started: float) -> None:
+        await self._write(AudioStart(SAMPLE_RATE, _WIDTH, 1).event())
+        first = True
+        async for frame in stream.frames():
+            await self._write(AudioChunk(SAMPLE_RATE, _WIDTH, 1, frame.pcm).event())
+            if first:
+                first = False
+                self._speech.metrics.api_first_audio_seconds.labels(
+                    api=ApiKind.WYOMING.value
+                ).observe(time.monotonic() - started)
+
+    async def _feed(self, stream: SpeechStream) -> bool:
+        """A streamed request's text into its session; True at synthesize-stop, False if
+        the client went away first."""
+        while (event := await self._read()) is not None:
+            if SynthesizeChunk.is_type(event.type):
+                await stream.push(SynthesizeChunk.from_event(event).text)
+            elif SynthesizeStop.is_type(event.type):
+                await stream.finish()
+                return True
+            elif Describe.is_type(event.type):
+                await self._write(describe(self._speech.models()).event())
+        return False
 
     def _count(self, status: str) -> None:
         self._speech.metrics.api_requests_total.labels(
@@ -218,3 +295,11 @@ class _Connection:
     async def _refuse(self, code: str, text: str) -> None:
         log.info("wyoming request refused", extra={"code": code, "why": text})
         await self._write(WyomingError(text=text, code=code).event())
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` if it still runs and wait for it; its own errors are the caller's."""
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,14 +1,15 @@
 """One text in, its audio out: the compatible APIs' requests as sessions of the session layer.
 
-`/v1/audio/speech` and the Wyoming server take a whole text and stream its audio back, as
-fast as the worker makes it. Each request becomes a `ClientConnection` of a `SessionHub`, so
+`/v1/audio/speech` and the Wyoming server take a text (whole, or streamed in chunks) and
+stream its audio back. Each request becomes a `ClientConnection` of a `SessionHub`, so
 routing, strategies, in-flight counts and failover are those of every WebSocket session.
 Their hub is its own, built on a copy of the config that does not pace: these clients want
 the bytes as fast as they come (a file, a player with its own buffer), not at real time, so
-the worker runs with no lead (`lead_ms` 0: as fast as produced) and the orchestrator's pacer
-with a lead longer than any text. The text is split into utterances no longer than the
-worker takes, and the session segments each at clauses, so the first clause is spoken
-before the rest is synthesized.
+the orchestrator's pacer runs with a lead longer than any text, and the worker with a lead
+of a few seconds (`API_WORKER_LEAD_MS`): a short reply comes as fast as it is made, a long
+one cannot hold the worker's threads for minutes. The text is split into utterances no
+longer than the worker takes, and the session segments each at clauses, so the first
+clause is spoken before the rest is synthesized.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import cast
 
 from duplex.audio.frames import PcmFrame
 from duplex.orchestrator.config import OrchestratorConfig
@@ -45,6 +45,12 @@ from duplex.registry.view import RegistryView
 
 log = logging.getLogger(__name__)
 
+# How far ahead of real time the worker may send a request's audio. The first seconds of
+# every reply go out as fast as they are made; the rest of a longer text at real time, so
+# the worker synthesizes at most this (plus its 10 s backlog) ahead. With no lead, it made
+# a whole 4,096-character text (minutes of audio) flat out, an inference thread busy with
+# it all along while other requests' first clauses came in.
+API_WORKER_LEAD_MS = 3000
 # Longer than any text a request may carry: the pacer sends every frame as it arrives.
 _UNPACED_LEAD_MS = 24 * 3600 * 1000
 # Frames held for a reader that is slower than the worker (the pacer holds more behind it).
@@ -66,9 +72,10 @@ class ApiKind(StrEnum):
 
 @dataclass(frozen=True)
 class SpeechRequest:
-    """What to say and how: `model_id` None lets the router pick the worker's default."""
+    """What to say and how: `model_id` None lets the router pick the worker's default;
+    `text` None: the text is streamed (`SpeechStream.push`, then `finish`)."""
 
-    text: str
+    text: str | None
     model_id: str | None
     language: str = "en"
     sample_rate: int = 24000
@@ -84,7 +91,8 @@ class SpeechFailed(DuplexError):
 
 def unpaced(config: OrchestratorConfig) -> OrchestratorConfig:
     """`config` for sessions that deliver audio as fast as it is made (see the module doc)."""
-    session = replace(config.session, output_lead_ms=_UNPACED_LEAD_MS, worker_lead_ms=0)
+    lead = max(config.session.worker_lead_ms, API_WORKER_LEAD_MS)
+    session = replace(config.session, output_lead_ms=_UNPACED_LEAD_MS, worker_lead_ms=lead)
     # No mic audio comes on these sessions: the light VAD engine, never a second silero.
     vad = replace(config.vad, engine="webrtc")
     return replace(config, session=session, vad=vad)
@@ -107,11 +115,18 @@ def split_text(text: str, limit: int) -> list[str]:
     return pieces
 
 
+class _InputDone:
+    """Queued when streamed input ends, so that a reader waiting for audio looks again."""
+
+
+_Item = PcmFrame | ServerMessage | _InputDone
+
+
 class _QueueSink:
     """The session's audio and message sink: everything in order into one bounded queue."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[PcmFrame | ServerMessage] = asyncio.Queue(_QUEUE_FRAMES)
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue(_QUEUE_FRAMES)
         self.broken = False
 
     async def send(self, frame: PcmFrame) -> None:
@@ -123,7 +138,10 @@ class _QueueSink:
     async def send_message(self, message: ServerMessage) -> None:
         await self._put(message)
 
-    async def _put(self, item: PcmFrame | ServerMessage) -> None:
+    async def input_done(self) -> None:
+        await self._put(_InputDone())
+
+    async def _put(self, item: _Item) -> None:
         if self.broken:
             return
         try:
@@ -141,7 +159,9 @@ class SpeechStream:
         self._conn = connection
         self._sink = sink
         self._max_chars = max_chars
-        self._utterances = 0
+        self._utterances = 0  # utterances handed over whole (their AudioEnd is awaited)
+        self._open_chars = 0  # streamed text in the utterance not yet final
+        self._input_done = False
         self.completed = False
         self.failovers: list[tuple[str, str]] = []
 
@@ -160,17 +180,44 @@ class SpeechStream:
         return session.model if session is not None else ""
 
     async def say(self, text: str) -> None:
-        """Hand over the whole text (as utterances the worker accepts)."""
+        """Hand over the whole text (as utterances the worker accepts); input ends."""
         for piece in split_text(text, self._max_chars):
             await self._conn.receive(TextChunk(piece, is_final=True))
             self._utterances += 1
+        self._input_done = True
+
+    async def push(self, text: str) -> None:
+        """Streamed text (Wyoming's synthesize-chunk): added to the open utterance, which
+        is ended first when the text would take it past the worker's limit."""
+        pieces = split_text(text, self._max_chars) if text else []
+        for index, piece in enumerate(pieces):
+            if self._open_chars + len(piece) > self._max_chars:
+                await self._end_utterance()
+            whole = index < len(pieces) - 1  # a full piece of a long chunk: its own utterance
+            await self._conn.receive(TextChunk(piece, is_final=whole))
+            if whole:
+                self._utterances += 1
+            else:
+                self._open_chars += len(piece)
+
+    async def finish(self) -> None:
+        """Streamed input ends: the open utterance is final, `frames()` ends after it."""
+        await self._end_utterance()
+        self._input_done = True
+        await self._sink.input_done()
+
+    async def _end_utterance(self) -> None:
+        if self._open_chars:
+            await self._conn.receive(TextChunk("", is_final=True))
+            self._utterances += 1
+            self._open_chars = 0
 
     async def frames(self) -> AsyncIterator[PcmFrame]:
-        """The audio, frame by frame, until the last utterance ended; SpeechFailed if the
-        session ends first, SpeechRefused for an error before any audio."""
+        """The audio, frame by frame, until input ended and its last utterance ended;
+        SpeechFailed if the session ends first, SpeechRefused for an error before any audio."""
         ended = 0
         sent = False
-        while ended < self._utterances:
+        while not self._input_done or ended < self._utterances:
             try:
                 async with asyncio.timeout(_START_TIMEOUT_S):
                     item = await self._sink.queue.get()
@@ -214,8 +261,7 @@ class SpeechService:
     async def speak(self, kind: ApiKind, request: SpeechRequest) -> AsyncIterator[SpeechStream]:
         """A started session for `request` (SpeechRefused if none); ended on exit."""
         sink = _QueueSink()
-        # The session layer only reads the kind's value (metrics, logs, the console).
-        channel = ClientChannel(cast(TransportKind, kind), sink, sink)
+        channel = ClientChannel(TransportKind(kind.value), sink, sink)
         try:
             connection = self.hub.open(channel)
         except DuplexError as exc:
@@ -236,7 +282,8 @@ class SpeechService:
             if not isinstance(first, SessionStarted):
                 raise SpeechRefused(ErrorCode.INTERNAL, f"unexpected {type(first).__name__}")
             stream = SpeechStream(connection, sink, self._max_chars(connection))
-            await stream.say(request.text)
+            if request.text is not None:
+                await stream.say(request.text)
             yield stream
         finally:
             if stream is not None:
