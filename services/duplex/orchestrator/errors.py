@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "UNAUTHORIZED"  # a client API key missing or wrong
     UNKNOWN_SESSION = "UNKNOWN_SESSION"  # the agent's channel names no live session
     WORKER_FAILED = "WORKER_FAILED"
+    CLIENT_TOO_SLOW = "CLIENT_TOO_SLOW"  # the client stopped reading; closed with 1008
     INTERNAL = "INTERNAL"
 
 
