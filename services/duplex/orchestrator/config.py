@@ -1,7 +1,8 @@
 """The orchestrator's configuration: the deployment guide's `orchestrator.yaml`, then env overrides.
 
 ```yaml
-transport:  {type, websocket: {host, port, max_connections, max_message_bytes, idle_timeout_s},
+transport:  {type, websocket: {host, port, max_connections, max_message_bytes, idle_timeout_s,
+                               max_client_backlog_ms},
              webrtc: {enabled, host_addresses, ice_servers, ice_username, ice_credential,
                       connect_timeout_s}}
 routing:    {load_balancing_strategy, prefer_resident_models, resident_weight,
@@ -59,6 +60,9 @@ class WebSocketConfig:
     # 2 MiB: a SessionStart carrying the default reference_audio cap, base64-encoded.
     max_message_bytes: int = 2_097_152
     idle_timeout_s: float = 60.0
+    # Audio queued toward a client (user space + kernel) beyond which, held for a grace
+    # period, the client is taken as not reading and closed (1008); 0 turns the check off.
+    max_client_backlog_ms: int = 3000
 
     def __post_init__(self) -> None:
         _require(0 <= self.port <= 65535, "transport.websocket.port must be within 0..65535")
@@ -68,6 +72,10 @@ class WebSocketConfig:
             "transport.websocket.max_message_bytes must be >= 1024",
         )
         _require(self.idle_timeout_s > 0, "transport.websocket.idle_timeout_s must be > 0")
+        _require(
+            self.max_client_backlog_ms == 0 or self.max_client_backlog_ms >= 500,
+            "transport.websocket.max_client_backlog_ms must be 0 (off) or >= 500",
+        )
 
 
 @dataclass(frozen=True)
@@ -358,6 +366,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
         "DUPLEX_MAX_CONNECTIONS": ("transport.websocket", "max_connections"),
         "DUPLEX_ORCH_MAX_MESSAGE_BYTES": ("transport.websocket", "max_message_bytes"),
         "DUPLEX_ORCH_IDLE_TIMEOUT_S": ("transport.websocket", "idle_timeout_s"),
+        "DUPLEX_ORCH_MAX_CLIENT_BACKLOG_MS": ("transport.websocket", "max_client_backlog_ms"),
         "DUPLEX_ROUTING_STRATEGY": ("routing", "load_balancing_strategy"),
         "DUPLEX_WORKER_TTL_MS": ("redis", "worker_ttl_ms"),
         "WEBRTC_HOST_ADDRESSES": ("transport.webrtc", "host_addresses"),
