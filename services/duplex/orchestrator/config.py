@@ -366,7 +366,6 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
         "DUPLEX_MAX_CONNECTIONS": ("transport.websocket", "max_connections"),
         "DUPLEX_ORCH_MAX_MESSAGE_BYTES": ("transport.websocket", "max_message_bytes"),
         "DUPLEX_ORCH_IDLE_TIMEOUT_S": ("transport.websocket", "idle_timeout_s"),
-        "DUPLEX_ORCH_MAX_CLIENT_BACKLOG_MS": ("transport.websocket", "max_client_backlog_ms"),
         "DUPLEX_ROUTING_STRATEGY": ("routing", "load_balancing_strategy"),
         "DUPLEX_WORKER_TTL_MS": ("redis", "worker_ttl_ms"),
         "WEBRTC_HOST_ADDRESSES": ("transport.webrtc", "host_addresses"),
