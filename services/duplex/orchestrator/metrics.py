@@ -86,6 +86,12 @@ class OrchestratorMetrics:
             "Client connections (any transport) refused because max_connections was reached.",
             registry=r,
         )
+        self.ws_clients_not_reading_total = Counter(
+            "duplex_orch_ws_clients_not_reading",
+            "WebSocket clients closed (1008) because their unread audio stayed above "
+            "transport.websocket.max_client_backlog_ms.",
+            registry=r,
+        )
 
         self.barge_ins_total = Counter(
             "duplex_orch_barge_ins",
