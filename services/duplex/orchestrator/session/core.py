@@ -397,7 +397,11 @@ class Session:
 
     async def _queue_frame(self, utt: Utterance, frame: PcmFrame) -> None:
         await self._out.push(utt, frame)
-        self._refresh()
+        # Per frame, the common case is SPEAKING with audio queued: AUDIO_OWED changes
+        # nothing there, so skip the scan of the pending utterances (it was 13% of the
+        # orchestrator at 300 sessions). Any other case takes the full refresh.
+        if self._machine.state is not SessionState.SPEAKING or not self._out.busy:
+            self._refresh()
 
     def _utterance_ended(self) -> None:
         self._queue_ends()
