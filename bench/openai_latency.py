@@ -135,8 +135,12 @@ async def run(ctx: BenchContext, section: Section) -> None:
         "-> first frame received. HTTP: one request per text with the openai SDK, first audio "
         "= request sent -> first non-empty body chunk, so it also pays for routing, opening "
         "the worker stream and the HTTP exchange that a WebSocket session paid once.",
-        "HTTP responses are not paced (the worker runs with lead 0); the WebSocket output is "
-        "paced at real time with its small lead. First audio is unaffected by pacing.",
+        "HTTP responses are not paced by the orchestrator: the worker sends each reply's "
+        "first 3 s as fast as it makes them (its lead for API sessions), the rest at real "
+        "time; the WebSocket output is paced at real time with its small lead. Each client "
+        "sends its next text once the last one's audio has all come, so an HTTP client, "
+        "whose short replies come faster than real time, asks more often than a WebSocket "
+        "one (compare the passes' wall times in results.json).",
     ]
     section.data = {
         "websocket": [websocket[c].to_dict() for c in clients],
