@@ -7,6 +7,10 @@ layer, sends what the session sends, and turns the end of a connection into a cl
 - 1000: the session ended normally (client_end, idle timeout, a fatal session error
   after its `Error` + `SessionEnded`);
 - 1001: the orchestrator is shutting down (after `SessionEnded {reason: "shutdown"}`);
+- 1008 "client not reading": the audio queued toward the client stayed above
+  `max_client_backlog_ms` for 2 s (after `Error CLIENT_TOO_SLOW` +
+  `SessionEnded {reason: "client_not_reading"}`, queued behind the unread audio); the socket
+  is aborted when the client has not taken them within 5 s;
 - 1009: a message over `max_message_bytes` (after `Error MESSAGE_TOO_LARGE`);
 - 1011: an internal error (after `Error INTERNAL`);
 - 1013: beyond `max_connections` (after `Error CAPACITY`): retry later, with a back-off.
@@ -41,6 +45,7 @@ from duplex.orchestrator.protocol import (
 from duplex.orchestrator.session.connection import ClientConnection
 from duplex.orchestrator.session.hub import SessionHub
 from duplex.orchestrator.session.pacer_clock import PacerClock, resume
+from duplex.orchestrator.transports.backlog import BacklogLimit, BacklogWatch
 from duplex.orchestrator.transports.base import ClientChannel, TransportKind
 
 _LOG = logging.getLogger(__name__)
@@ -53,6 +58,7 @@ _SEND_ERRORS = (WebSocketDisconnect, RuntimeError, OSError, TimeoutError)
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_LARGE = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -62,7 +68,9 @@ _CLOSE_CODES = {
     "message_too_large": CLOSE_TOO_LARGE,
     "internal_error": CLOSE_INTERNAL,
     "output_failed": CLOSE_INTERNAL,
+    "client_not_reading": CLOSE_POLICY_VIOLATION,
 }
+_CLOSE_REASONS = {"client_not_reading": "client not reading"}
 
 
 class WebSocketSink:
@@ -74,19 +82,35 @@ class WebSocketSink:
     write itself at 50 frames a second per session). uvicorn writes a message to its transport
     without waiting, so a send normally completes in its first step: no timer and no lock are
     needed then. A server that makes a send wait (flow control) gets the lock and the deadline.
+
+    With a `BacklogLimit` (and uvicorn's transport within reach) audio sends also sample the
+    bytes still queued toward the client, at most every 250 ms; once above the limit a
+    watchdog samples on its own (audio may have stopped) until the client catches up or the
+    grace period ends: then `not_reading` is set and further audio is dropped.
     """
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, backlog_limit: BacklogLimit | None = None) -> None:
         self._ws = websocket
         self._asgi_send: Send = websocket._send
         self._lock = asyncio.Lock()
         self.broken = asyncio.Event()
+        # Set once the client has left its audio unread past the limit (see BacklogWatch).
+        self.watch = BacklogWatch.of(self._asgi_send, backlog_limit)
+        self.not_reading = self.watch.not_reading if self.watch else asyncio.Event()
 
     async def send_message(self, message: ServerMessage) -> None:
         await self._send({"type": "websocket.send", "text": message.to_json()})
 
     async def send(self, frame: PcmFrame) -> None:
+        watch = self.watch
+        if watch is not None and not watch.on_audio(frame.sample_rate):
+            return  # the connection is closing: audio would only pile up behind the goodbye
         await self._send({"type": "websocket.send", "bytes": frame.pcm})
+
+    async def aclose(self) -> None:
+        """Stops the backlog watch (the connection is over)."""
+        if self.watch is not None:
+            await self.watch.aclose()
 
     def clear(self) -> int:
         # Frames already written are the client's: it drops its playback on BargeIn.
@@ -125,6 +149,8 @@ class WebSocketTransport:
         self._hub = hub
         config = hub.services.config
         self._idle_timeout_s = config.transport.websocket.idle_timeout_s
+        self._backlog_limit = BacklogLimit(config.transport.websocket.max_client_backlog_ms)
+        self._metrics = hub.services.metrics
         self._limits = config.protocol_limits()
         self._readers: set[asyncio.Task[None]] = set()
         # One timer paces every connection's audio (see session.pacer_clock).
@@ -146,7 +172,7 @@ class WebSocketTransport:
             await websocket.close(CLOSE_GOING_AWAY)  # before accept: the handshake fails
             return
         await websocket.accept()
-        sink = WebSocketSink(websocket)
+        sink = WebSocketSink(websocket, self._backlog_limit)
         try:
             connection = self._hub.open(
                 ClientChannel(TransportKind.WEBSOCKET, sink, sink, pacer_clock=self._pacer_clock)
@@ -162,9 +188,14 @@ class WebSocketTransport:
         assert task is not None
         self._readers.add(task)
         try:
-            await reader.run()
+            reason = await reader.run()
+            if reason == "client_not_reading":
+                self._metrics.ws_clients_not_reading_total.inc()
+                if sink.watch is not None:
+                    await sink.watch.close_or_abort()
         finally:
             self._readers.discard(task)
+            await sink.aclose()
 
     async def handle_agent(self, websocket: WebSocket) -> None:
         """The agent's channel at "/sessions/{session_id}"."""
@@ -185,10 +216,10 @@ class WebSocketTransport:
             connection.detach_agent(sink)
 
 
-async def _close(websocket: WebSocket, code: int) -> None:
+async def _close(websocket: WebSocket, code: int, reason: str | None = None) -> None:
     with contextlib.suppress(*_SEND_ERRORS):
         async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-            await websocket.close(code)
+            await websocket.close(code, reason)
 
 
 class _Reader:
@@ -208,7 +239,8 @@ class _Reader:
         self._limits = limits
         self._idle_timeout_s = idle_timeout_s
 
-    async def run(self) -> None:
+    async def run(self) -> str:
+        """Until the connection is over; returns the reason."""
         try:
             reason = await self._loop()
         except Exception:
@@ -222,7 +254,10 @@ class _Reader:
             # The client went away (or the task was cancelled): no goodbye to send.
             await self._conn.end("disconnected")
         if reason != "disconnected":
-            await _close(self._ws, _CLOSE_CODES.get(reason, CLOSE_NORMAL))
+            await _close(
+                self._ws, _CLOSE_CODES.get(reason, CLOSE_NORMAL), _CLOSE_REASONS.get(reason)
+            )
+        return reason
 
     async def _loop(self) -> str:
         """Until the connection is over; returns the reason."""
@@ -230,6 +265,7 @@ class _Reader:
         deadline = loop.time() + self._idle_timeout_s
         broken = asyncio.create_task(self._sink.broken.wait(), name="ws-sink-broken")
         ended = asyncio.create_task(self._conn.wait_ended(), name="ws-ended")
+        stalled = asyncio.create_task(self._sink.not_reading.wait(), name="ws-not-reading")
         receive: asyncio.Task[Message] | None = None
         try:
             while True:
@@ -237,12 +273,16 @@ class _Reader:
                     receive = asyncio.create_task(self._ws.receive(), name="ws-receive")
                 timeout = max(0.0, deadline - loop.time())
                 done, _ = await asyncio.wait(
-                    {receive, broken, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    {receive, broken, ended, stalled},
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 if ended in done:
                     return ended.result()
                 if broken in done:
                     return "disconnected"
+                if stalled in done:
+                    return await self._not_reading()
                 if receive in done:
                     message = receive.result()
                     receive = None
@@ -257,12 +297,28 @@ class _Reader:
                     continue
                 await self._conn.end("idle_timeout")
         finally:
-            tasks = [t for t in (receive, broken, ended) if t is not None]
+            tasks = [t for t in (receive, broken, ended, stalled) if t is not None]
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    async def _not_reading(self) -> str:
+        """The client has left its audio unread past the limit: end the session (the worker
+        stream is released) and queue the goodbye behind that audio, for if it reads again."""
+        watch = self._sink.watch
+        backlog_ms = round(watch.backlog_ms()) if watch is not None else 0
+        fields = {"session_id": self._conn.session_id, "backlog_ms": backlog_ms}
+        _LOG.warning("client not reading, closing it", extra=fields)
+        await self._conn.end(
+            "client_not_reading",
+            Error(
+                ErrorCode.CLIENT_TOO_SLOW,
+                f"the client left {backlog_ms} ms of audio unread; closing the connection",
+            ),
+        )
+        return "client_not_reading"
 
     async def _on_message(self, message: Message) -> None:
         text = message.get("text")
