@@ -187,10 +187,10 @@ class BacklogWatch:
                 self.not_reading.set()
                 return
 
-    async def close_or_abort(self) -> None:
-        """After the close frame: give the client `CLOSE_FLUSH_S` to take what is queued,
-        then abort the socket (a graceful close would wait for it forever)."""
-        for _ in range(round(CLOSE_FLUSH_S / _CLOSE_FLUSH_POLL_S)):
+    async def close_or_abort(self, flush_s: float = CLOSE_FLUSH_S) -> None:
+        """After the close frame: give the client ``flush_s`` to take what is queued, then
+        abort the socket (a graceful close would wait for it forever)."""
+        for _ in range(round(flush_s / _CLOSE_FLUSH_POLL_S)):
             if self.backlog.flushed():
                 return
             await asyncio.sleep(_CLOSE_FLUSH_POLL_S)
