@@ -41,6 +41,7 @@ from duplex.orchestrator.protocol import (
     ProtocolError,
     parse_client_message,
 )
+from duplex.orchestrator.session.pacer_clock import PacerClock
 from duplex.orchestrator.transports.base import ClientChannel, TransportKind
 from duplex.orchestrator.transports.rtc_channel import (
     CONTROL_LABEL,
@@ -81,6 +82,8 @@ class WebRtcTransport:
         self._metrics = metrics
         self._peers: dict[str, Peer] = {}
         self._closing = False
+        # One timer paces every peer's audio (see session.pacer_clock).
+        self._pacer_clock = PacerClock()
 
     @property
     def active_peers(self) -> int:
@@ -122,7 +125,13 @@ class WebRtcTransport:
         peer_id = uuid.uuid4().hex
         tts = TtsTrack()
         sink = ControlChannelSink()
-        channel = ClientChannel(TransportKind.WEBRTC, tts, sink, input_sample_rate=RTC_RATE)
+        channel = ClientChannel(
+            TransportKind.WEBRTC,
+            tts,
+            sink,
+            input_sample_rate=RTC_RATE,
+            pacer_clock=self._pacer_clock,
+        )
         try:
             connection = self._hub.open(channel)
         except DuplexError as exc:
@@ -323,6 +332,12 @@ class WebRtcTransport:
     async def close_all(self, reason: str = "shutdown") -> None:
         """Refuse new offers; end every peer's session with `reason` and close it."""
         self._closing = True
+        try:
+            await self._close_peers(reason)
+        finally:
+            await self._pacer_clock.aclose()
+
+    async def _close_peers(self, reason: str) -> None:
         peers = list(self._peers.values())
         if not peers:
             return
