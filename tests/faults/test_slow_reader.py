@@ -1,11 +1,13 @@
-"""A client that stops reading: the orchestrator's memory for it stays bounded, it is closed,
-and the other sessions keep their audio.
+"""A client that stops reading: the orchestrator's memory for it stays bounded, it is closed
+with a reason, and the other sessions keep their audio.
 
-Real processes (orchestrator, tone worker); the stalled client is a real WebSocket whose
-socket has a tiny receive buffer and that never reads. The orchestrator notices only once a
-send has blocked for its send deadline (5 s), that is after the kernel's send buffer for the
-socket is full: up to 4 MiB, about 45 s of 48 kHz audio. So the short form watches 8 s of the
-stall (memory flat, others unaffected) and only the full form waits for the close.
+Real processes (orchestrator, tone worker); a stalled client is a real WebSocket whose socket
+has a tiny receive buffer and that stops reading. The orchestrator samples the bytes queued
+toward it (its transport's buffer and the kernel's) and, once they stay above
+`max_client_backlog_ms` (3 s of audio) for 2 s, ends the session and queues `Error
+CLIENT_TOO_SLOW`, `SessionEnded` and close 1008 "client not reading" behind the audio. The
+test watches `/metrics` for that, then reads again and must find them. The full form also
+stalls a second client that never reads again: the orchestrator must abort its socket.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.procs import OrchestratorProcess, http_get
 from tests.faults.conftest import FaultScale
 from tests.faults.stack import running_stack
 from tests.faults.timing import TimedClient, worst_gap_ms
 
 SENTENCE = "Someone is listening to this and someone else has stopped listening. "  # 4 s
-CLOSE_LIMIT_S = 120.0
-SHORT_STALL_S = 8.0
+CLOSE_LIMIT_S = 30.0  # detection is a few seconds; this only bounds a failing run
+NOT_READING = "duplex_orch_ws_clients_not_reading_total"
+ABORT_AFTER_S = 5.0 + 1.0  # the orchestrator's close flush time, and a margin
 
 
 def small_socket(url: str) -> socket.socket:
@@ -38,10 +42,21 @@ def small_socket(url: str) -> socket.socket:
     return sock
 
 
-async def test_a_client_that_stops_reading_is_closed_and_others_are_unaffected(
+async def stalled_client(url: str) -> ClientConnection:
+    """A session with 48 s of audio coming, whose client reads nothing after SessionStarted."""
+    ws = await connect(url, proxy=None, sock=small_socket(url), max_queue=1, max_size=None)
+    await ws.send(json.dumps({"type": "SessionStart", "model_id": "tone-fast"}))
+    reply = json.loads(await asyncio.wait_for(ws.recv(), 20))
+    assert reply["type"] == "SessionStarted", reply
+    await ws.send(json.dumps({"type": "TextChunk", "text": SENTENCE * 12, "is_final": True}))
+    return ws
+
+
+async def test_a_client_that_stops_reading_is_closed_with_a_reason_and_others_are_unaffected(
     redis_url: str, tmp_path: Path, scale: FaultScale, figures: Any
 ) -> None:
-    """RSS stays flat while a client stalls, others play on; (full form) it is closed."""
+    """Closed 1008 within seconds, RSS flat, others play on; (full form) a client that never
+    reads again has its socket aborted."""
     async with running_stack(redis_url, tmp_path) as stack:
         orch = stack.orchestrator.managed
         async with TimedClient(stack.url) as healthy:
@@ -49,66 +64,74 @@ async def test_a_client_that_stops_reading_is_closed_and_others_are_unaffected(
             await healthy.text(SENTENCE * 12, is_final=True)
             rss_before = orch.sampler.rss
             orch.sampler.reset_peak()
-            stalled = await connect(
-                stack.url, proxy=None, sock=small_socket(stack.url), max_queue=1, max_size=None
-            )
-            await stalled.send(json.dumps({"type": "SessionStart", "model_id": "tone-fast"}))
-            reply = json.loads(await asyncio.wait_for(stalled.recv(), 20))
-            assert reply["type"] == "SessionStarted", reply
-            await stalled.send(
-                json.dumps({"type": "TextChunk", "text": SENTENCE * 12, "is_final": True})
-            )
+            stalled = await stalled_client(stack.url)
+            gone = await stalled_client(stack.url) if scale.full else None
             began = time.monotonic()
-            # Never read again: (full form) wait for the server to give up on it.
-            limit = CLOSE_LIMIT_S if scale.full else SHORT_STALL_S
-            while time.monotonic() - began < limit and orch.alive():
+            want = 2 if gone is not None else 1
+            closed = False
+            while time.monotonic() - began < CLOSE_LIMIT_S and orch.alive():
                 await asyncio.sleep(0.1)
-                if _server_dropped(stalled):
+                if await _not_reading_count(stack.orchestrator) >= want:
+                    closed = True
                     break
-            closed = _server_dropped(stalled)
             closed_after = time.monotonic() - began
+            # The client reads again: the rest of its audio, then the goodbye.
+            texts, close_code, close_reason = await _drain(stalled)
+            aborted = None
+            if gone is not None:
+                await asyncio.sleep(max(0.0, ABORT_AFTER_S - (time.monotonic() - began)))
+                _, gone_code, _ = await _drain(gone)
+                aborted = gone_code is None  # reset: no close frame ever reached it
             peak_growth = orch.sampler.peak_rss - rss_before
             gap = worst_gap_ms(healthy.frame_times, after=began)
             heard = len(healthy.frame_times)
             await healthy.wait_for(lambda got: len(healthy.frame_times) >= heard + 10)
             assert not healthy.got.of_type("Error")
-        if closed:
-            close_code, close_reason = await _drain_close(stalled)
-        else:  # the short form ends the stall itself: no need to read megabytes of audio
-            stalled.transport.abort()
-            close_code, close_reason = None, ""
     figures(
         stalled_closed_after_s=round(closed_after, 2) if closed else None,
         orchestrator_rss_growth_kb=peak_growth // 1024,
         healthy_worst_gap_ms=gap,
         close_code=close_code,
         close_reason=close_reason,
+        never_reading_client_aborted=aborted,
     )
-    state = f"closed after {closed_after:.1f} s" if closed else f"open after {closed_after:.1f} s"
     print(
-        f"\nstalled reader {state} (close code {close_code}, reason {close_reason!r}); "
-        f"orchestrator RSS +{peak_growth // 1024} KiB; healthy worst frame gap {gap} ms"
+        f"\nstalled reader closed after {closed_after:.1f} s (close code {close_code}, "
+        f"reason {close_reason!r}); orchestrator RSS +{peak_growth // 1024} KiB; "
+        f"healthy worst frame gap {gap} ms"
+        + ("" if aborted is None else f"; never-reading client aborted: {aborted}")
     )
+    assert closed
+    assert (close_code, close_reason) == (1008, "client not reading")
+    errors = [t for t in texts if t.get("type") == "Error"]
+    assert [e["code"] for e in errors] == ["CLIENT_TOO_SLOW"], texts
+    assert {"type": "SessionEnded", "reason": "client_not_reading"}.items() <= texts[-1].items()
     assert peak_growth < 32 * 1024 * 1024  # bounded: no buffer grows with the stall
-    assert closed or not scale.full
+    assert aborted is not False
 
 
-def _server_dropped(ws: Any) -> bool:
-    """The server closed its side (a FIN or a close frame is waiting behind the unread
-    audio), seen without reading the audio."""
-    transport = ws.transport
-    return bool(transport is None or transport.is_closing() or ws.protocol.close_rcvd)
+async def _not_reading_count(orch: OrchestratorProcess) -> float:
+    status, body = await asyncio.to_thread(http_get, f"{orch.http_url}/metrics", 2.0)
+    if status != 200:
+        return 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(NOT_READING + " "):
+            return float(line.split()[1])
+    return 0.0
 
 
-async def _drain_close(ws: Any) -> tuple[int | None, str]:
-    """Read whatever is left; the close code and reason the server sent (None: none)."""
+async def _drain(ws: ClientConnection) -> tuple[list[dict[str, Any]], int | None, str]:
+    """Read whatever is left: the JSON messages, and the close code and reason the server
+    sent (None: none came, the connection was reset)."""
+    texts: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(10):
-            async for _ in ws:
-                pass
-    except (ConnectionClosed, TimeoutError):
+            async for message in ws:
+                if isinstance(message, str):
+                    texts.append(json.loads(message))
+    except (ConnectionClosed, TimeoutError, OSError):
         pass
     finally:
         await ws.close()
     rcvd = ws.protocol.close_rcvd
-    return (rcvd.code, rcvd.reason) if rcvd is not None else (None, "")
+    return texts, (rcvd.code if rcvd is not None else None), (rcvd.reason if rcvd else "")

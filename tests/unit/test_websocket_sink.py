@@ -152,6 +152,19 @@ def test_a_send_without_a_reachable_transport_has_no_backlog_check() -> None:
     assert WebSocketSink(ws, BacklogLimit(100)).watch is None
 
 
+def test_a_send_wrapped_in_closures_as_starlette_does_still_reaches_the_transport() -> None:
+    protocol = _Protocol()
+
+    def wrap(send: Any) -> Any:
+        async def sender(message: Message) -> None:
+            await send(message)
+
+        return sender
+
+    backlog = backlog_of(wrap(wrap(protocol.send)))
+    assert backlog is not None and backlog.transport is protocol.transport
+
+
 async def test_the_kernel_queue_of_a_socket_whose_peer_does_not_read_counts() -> None:
     accepted: list[asyncio.StreamWriter] = []
 

@@ -19,6 +19,7 @@ import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 SAMPLE_INTERVAL_S = 0.25
 # The backlog must stay above the limit this long: a client that stalls for a moment (a GC
@@ -43,17 +44,28 @@ class Verdict(enum.Enum):
     NOT_READING = "not_reading"
 
 
+@runtime_checkable
+class WriteTransport(Protocol):
+    """What is used of a server's transport: asyncio's and uvloop's (which is no subclass of
+    `asyncio.WriteTransport`) both have it."""
+
+    def get_write_buffer_size(self) -> int: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+    def is_closing(self) -> bool: ...
+    def abort(self) -> None: ...
+
+
 class TransportBacklog:
     """Bytes queued toward one client: the transport's user-space buffer and the kernel's."""
 
-    def __init__(self, transport: asyncio.WriteTransport) -> None:
+    def __init__(self, transport: WriteTransport) -> None:
         self._transport = transport
         sock = transport.get_extra_info("socket")
         fileno = sock.fileno() if sock is not None else -1
         self._fd = fileno if fileno >= 0 and sys.platform.startswith("linux") else -1
 
     @property
-    def transport(self) -> asyncio.WriteTransport:
+    def transport(self) -> WriteTransport:
         return self._transport
 
     def flushed(self) -> bool:
@@ -72,17 +84,36 @@ class TransportBacklog:
         return queued
 
 
+_UNWRAP_DEPTH = 4
+
+
 def backlog_of(send: object) -> TransportBacklog | None:
     """The backlog of the connection behind an ASGI ``send``: uvicorn's is a bound method of
-    its protocol, which holds the transport. None (no check) for any other server."""
-    protocol = getattr(send, "__self__", None)
-    transport = getattr(protocol, "transport", None)
-    if not isinstance(transport, asyncio.WriteTransport):
+    its protocol, which holds the transport; Starlette passes it on wrapped in closures (a
+    few levels are followed). None (no check) for any other server."""
+    transport = _transport_behind(send)
+    if transport is None:
         return None
     try:
         return TransportBacklog(transport)
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _transport_behind(send: object) -> WriteTransport | None:
+    level = [send]
+    for _ in range(_UNWRAP_DEPTH):
+        inner: list[object] = []
+        for fn in level:
+            transport = getattr(getattr(fn, "__self__", None), "transport", None)
+            if isinstance(transport, WriteTransport):
+                return transport
+            for cell in getattr(fn, "__closure__", None) or ():
+                with contextlib.suppress(ValueError):  # an empty cell
+                    if callable(cell.cell_contents):
+                        inner.append(cell.cell_contents)
+        level = inner
+    return None
 
 
 @dataclass(frozen=True)
