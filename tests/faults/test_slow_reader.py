@@ -79,7 +79,9 @@ async def test_a_client_that_stops_reading_is_closed_with_a_reason_and_others_ar
             texts, close_code, close_reason = await _drain(stalled)
             aborted = None
             if gone is not None:
-                await asyncio.sleep(max(0.0, ABORT_AFTER_S - (time.monotonic() - began)))
+                await asyncio.sleep(
+                    max(0.0, closed_after + ABORT_AFTER_S - (time.monotonic() - began))
+                )
                 _, gone_code, _ = await _drain(gone)
                 aborted = gone_code is None  # reset: no close frame ever reached it
             peak_growth = orch.sampler.peak_rss - rss_before

@@ -15,6 +15,7 @@ import contextlib
 import enum
 import fcntl
 import logging
+import socket
 import struct
 import sys
 from collections.abc import Callable
@@ -34,6 +35,7 @@ _CLOSE_FLUSH_POLL_S = 0.25
 # SIOCOUTQ == TIOCOUTQ on Linux: unsent plus unacknowledged bytes of a TCP socket.
 _SIOCOUTQ = 0x5411
 _INT = struct.Struct("i")
+_LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
 class Verdict(enum.Enum):
@@ -73,6 +75,14 @@ class TransportBacklog:
         return self._transport.get_write_buffer_size() == 0 and (
             self._transport.is_closing() or self.bytes_queued() == 0
         )
+
+    def abort(self) -> None:
+        """Reset the connection: with a zero linger the kernel drops what the client did not
+        take (a plain close of the socket would still send it all, then FIN)."""
+        sock = self._transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        self._transport.abort()
 
     def bytes_queued(self) -> int:
         queued = self._transport.get_write_buffer_size()
@@ -230,7 +240,7 @@ class BacklogWatch:
         queued = self.backlog.bytes_queued()
         _LOG.info("client took no close frame, aborting the connection",
                   extra={"backlog_bytes": queued})  # fmt: skip
-        self.backlog.transport.abort()
+        self.backlog.abort()
 
     async def aclose(self) -> None:
         """Stops the watchdog (the connection is over)."""
