@@ -100,6 +100,9 @@ def test_builtin_catalog_has_the_documented_models() -> None:
     assert kokoro.params["voice"] == "jm_kumo"
     assert float(catalog.get("tone-fast").params["rtf"]) == 0.0
     assert float(catalog.get("tone-rt02").params["rtf"]) == pytest.approx(0.2)
+    # The load-test tone speaks at the clients' default 48 kHz: no resampling per session.
+    assert catalog.get("tone-fast").native_sample_rate == 48000
+    assert catalog.get("tone-rt02").native_sample_rate == 24000
     assert all("streaming" in s.capabilities for s in catalog.all())
     assert catalog.languages() == ("en", "ja")
 
