@@ -47,14 +47,19 @@ from bench.stats import summarize
 
 NAME = "tone_capacity"
 TITLE = "Capacity with the tone voice: one worker's streams, one orchestrator's sessions"
-TONE_MODEL = "tone-fast"  # synthesis costs ~nothing: what is measured is framing, pacing, I/O
+# Synthesis costs ~nothing and the voice is 48 kHz like the sessions, so nothing is resampled:
+# what is measured is framing, pacing and I/O.
+TONE_MODEL = "tone-fast"
 FIXED_MODEL = "tone-rt02"  # real-time factor 0.2: a worker of fixed speed (sleeps, no CPU)
 FIXED_THREADS = 10  # ... with 10 synthesis threads: 10 / 0.2 = 50 real-time sessions
 FRAME_S = 0.020
 # 60 ms of tone per character, clause by clause: ~40 s of audio, longer than any ramp + window.
 TONE_TEXT = "This is a steady test tone. " * 24
 STEPS = (50, 100, 150, 200, 250, 300, 350, 400, 500)
-PROFILE_AT = 100  # py-spy the orchestrator during this step (when py-spy is installed)
+PROFILE_AT = 300  # py-spy the orchestrator during this step (when py-spy is installed)
+# (b) goes on past a lateness miss while clients still get this share of real time: on a
+# shared machine lateness misses early, and CPU per frame at the higher steps still tells.
+SWEEP_ON_SHARE = 0.8
 __all__ = [
     "JITTER_BOUND_S",
     "LATENESS_METRIC",
@@ -214,8 +219,10 @@ async def sweep(
     workers: dict[str, psutil.Process],
     label: str,
     profile_at: int | None = None,
+    go_on_share: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Step the session count up until a step misses."""
+    """Step the session count up until a step misses (with ``go_on_share``: until clients
+    receive less than that share of real time, or a session fails)."""
     rows: list[dict[str, Any]] = []
     for sessions in steps:
         ctx.progress(f"{label}: {sessions} sessions, {window_s:.0f} s window")
@@ -230,7 +237,9 @@ async def sweep(
             profile=sessions == profile_at,
         )
         rows.append(row)
-        if not row["held"]:
+        if go_on_share is None and not row["held"]:
+            break
+        if go_on_share is not None and (row["received_share"] < go_on_share or row["failed"]):
             break
         await asyncio.sleep(1.0)  # let the sessions close before the next step
     return rows
@@ -279,6 +288,7 @@ async def orchestrator_sessions(
             workers=workers,
             label="orchestrator",
             profile_at=None if ctx.quick else PROFILE_AT,
+            go_on_share=SWEEP_ON_SHARE,
         )
     table = ctx.table(
         section,
@@ -290,6 +300,7 @@ async def orchestrator_sessions(
             "share <= 10 ms",
             "client p99 jitter ms",
             "received/expected",
+            "orch µs/frame",
             "orch CPU %",
             "load gen CPU %",
             "workers CPU %",
@@ -305,6 +316,7 @@ async def orchestrator_sessions(
             fmt(row["share_within_10ms"], 3),
             fmt(row["client_jitter_p99_ms"], 1),
             fmt(row["received_share"], 3),
+            fmt(row["orchestrator_us_per_frame"]),
             fmt(row["orchestrator_cpu_percent"]),
             fmt(row["client_cpu_percent"]),
             fmt(worker_cpu(row)),
@@ -422,7 +434,8 @@ async def run(ctx: BenchContext, section: Section) -> None:
         largest >= 300 or (ctx.quick and largest > 0),
     )
     section.notes += [
-        f"Tone model {TONE_MODEL} (real-time factor 0: synthesis costs nothing), so these figures "
+        f"Tone model {TONE_MODEL} (real-time factor 0: synthesis costs nothing; 48 kHz like the "
+        "sessions: nothing is resampled), so these figures "
         "are the cost of sessions, framing, pacing and transport. Every stream speaks a ~40 s "
         "utterance; only frames inside the window (after the ramp) count.",
         f"(a) CPU % is of one core: {streams['cpu_percent_per_stream']}% per stream; the client "
@@ -433,7 +446,8 @@ async def run(ctx: BenchContext, section: Section) -> None:
         "The sessions come from a lean load generator (`bench/ws_load.py`) in its own process; "
         "its CPU is shown beside the orchestrator's and the workers' (all share 2 cores). "
         "Client-side jitter (|inter-arrival - 20 ms|, p99) includes the load generator's own "
-        "scheduling. Steps stop at the first miss.",
+        f"scheduling. Steps go on past a miss while clients receive >= {SWEEP_ON_SHARE:.0%} of "
+        "real time and no session fails (the largest step held counts only steps that held).",
         f"Largest step held: {largest} sessions." if largest else "No step held.",
     ]
     if fixed is not None:
