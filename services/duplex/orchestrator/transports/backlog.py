@@ -86,7 +86,8 @@ class TransportBacklog:
 
     def bytes_queued(self) -> int:
         queued = self._transport.get_write_buffer_size()
-        if self._fd >= 0:
+        # A closed transport's descriptor number may already be another connection's.
+        if self._fd >= 0 and not (queued == 0 and self._transport.is_closing()):
             try:
                 queued += _INT.unpack(fcntl.ioctl(self._fd, _SIOCOUTQ, b"\0\0\0\0"))[0]
             except OSError:
