@@ -79,3 +79,36 @@ def test_no_underrun_while_paused_or_after_reset() -> None:
     clock.reset()
     assert not clock.paused
     assert clock.check_underrun(2.0, owed=True) is None and clock.underruns == 0
+
+
+def test_frames_leave_in_groups_when_asked() -> None:
+    """lead 100 ms, groups of 3: after the first lead's worth, the clock waits until a frame
+    is only 60 ms ahead, then lets it and the next two go at once (one wake per group)."""
+    clock = PlaybackClock(FRAME, lead_s=0.1, group=3)
+    _send(clock, 10.0, 6)  # frames 0-5 (play 10.00-10.10) go at once: at most 100 ms ahead
+    # Frame 6 plays at 10.12: within the lead at 10.02, but a group starts 60 ms ahead.
+    assert clock.wait_before_next(10.02) == pytest.approx(0.04)
+    _send(clock, 10.06, 3)  # frames 6, 7, 8 (play 10.12-10.16) together
+    assert clock.wait_before_next(10.06) == pytest.approx(0.06)  # frame 9: 10.18 - 0.06
+
+
+def test_groups_of_one_pace_every_frame_as_before() -> None:
+    """group 1 is the per-frame clock: each frame goes once it is lead ahead."""
+    clock = PlaybackClock(FRAME, lead_s=0.04, group=1)
+    _send(clock, 100.0, 3)
+    assert clock.wait_before_next(100.0) == pytest.approx(0.02)
+
+
+def test_a_group_larger_than_the_lead_never_sends_beyond_the_lead() -> None:
+    """lead 40 ms, groups of 5: a group starts when its first frame is due, and the rest of
+    the group still goes at most 40 ms ahead."""
+    clock = PlaybackClock(FRAME, lead_s=0.04, group=5)
+    _send(clock, 1.0, 3)  # frames 0-2 (play 1.00-1.04)
+    assert clock.wait_before_next(1.0) == pytest.approx(0.02)  # frame 3 plays at 1.06
+    _send(clock, 1.04, 2)  # frames 3, 4: the rest of the group
+    assert clock.wait_before_next(1.04) == pytest.approx(0.06)  # frame 5 starts a group
+
+
+def test_group_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="group"):
+        PlaybackClock(FRAME, lead_s=0.04, group=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -229,6 +230,36 @@ async def test_frames_are_paced_at_most_the_lead_ahead_of_real_time(
         # Never more than the lead ahead (the first frame defines the clock's origin).
         assert seq * 0.020 - at <= 0.100 + 0.020 + 0.005
     assert arrivals[-1][0] >= 59 * 0.020 - 0.100 - 0.010
+
+
+async def test_release_frames_sends_frames_in_groups_within_the_lead(
+    scheduler: SynthesisScheduler,
+) -> None:
+    """Groups of 5 at a 180 ms lead: frames come in bursts (one wake per group), never more
+    than the lead ahead, and the whole utterance still takes about real time."""
+    settings = SessionSettings(48000, lead_ms=180, release_frames=5)
+    session = Session("s", _tone(), scheduler, settings)
+    session.push_text("Twenty chars here ok", is_final=True)  # 1.2 s of tone
+    session.end_input()
+    started = time.monotonic()
+    arrivals: list[tuple[float, int]] = []
+    async for event in session.events():
+        if isinstance(event, FrameEvent):
+            arrivals.append((time.monotonic() - started, event.sequence))
+    assert len(arrivals) == 60
+    for at, seq in arrivals:
+        assert seq * 0.020 - at <= 0.180 + 0.020 + 0.005
+    # After the first lead's worth, frames leave 5 at a time: a wait before every fifth
+    # frame, not before each one (50 frames: about 10 waits rather than 50).
+    later = [at for at, seq in arrivals if seq >= 10]
+    waits = sum(1 for a, b in itertools.pairwise(later) if b - a > 0.005)
+    assert waits <= 50 // 5 + 2
+    assert arrivals[-1][0] >= 59 * 0.020 - 0.180 - 0.010
+
+
+def test_release_frames_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="release_frames"):
+        SessionSettings(48000, release_frames=0)
 
 
 async def test_pause_stops_frames_and_resume_continues_the_sequence(

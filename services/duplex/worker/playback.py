@@ -5,6 +5,12 @@ ahead of the audio sent: when the client has played everything (``now`` is past 
 the audio sent), ``base`` moves forward so the next frame starts a fresh run. A PAUSE shifts
 ``base`` by the paused time, so RESUME continues exactly where the audio stopped. Frames are
 sent ``lead`` ahead of their play time, never earlier.
+
+With ``group`` > 1 frames leave in groups: the first frame of a group waits until it is
+only ``lead - (group - 1) * frame`` ahead of its play time, and the next ``group - 1``
+frames may follow at once (each still at most ``lead`` ahead). The session then wakes once
+per group instead of once per frame, and the client never holds less than that smaller
+lead. A worker that sends several frames per message asks for groups of that size.
 """
 
 from __future__ import annotations
@@ -13,9 +19,15 @@ from __future__ import annotations
 class PlaybackClock:
     """The client's playback position as the session computes it (event loop only)."""
 
-    def __init__(self, frame_s: float, lead_s: float) -> None:
+    def __init__(self, frame_s: float, lead_s: float, group: int = 1) -> None:
+        if group < 1:
+            raise ValueError(f"group must be >= 1, got {group}")
         self.frame_s = frame_s
         self.lead_s = lead_s
+        # How far ahead of its play time the first frame of a group goes.
+        self._group_lead_s = max(0.0, lead_s - (group - 1) * frame_s)
+        self._group = group
+        self._group_until = 0  # frames before this index may follow the group's first
         self.underruns = 0
         self._base: float | None = None  # None: nothing playing, the next frame restarts
         self._frames = 0  # frames sent since start; frame k plays at base + k * frame_s
@@ -52,9 +64,14 @@ class PlaybackClock:
         if self._base is None or now > self._played_until():
             # Nothing left to play at the client: the clock restarts with this frame.
             self._base = now - self._frames * self.frame_s
-        due = self._played_until() - self.lead_s
-        if self.lead_s > 0 and due > now:
+        if self.lead_s <= 0:
+            return 0.0
+        in_group = self._frames < self._group_until  # follows the group released last
+        due = self._played_until() - (self.lead_s if in_group else self._group_lead_s)
+        if due > now:
             return due - now
+        if not in_group:
+            self._group_until = self._frames + self._group
         return 0.0
 
     def sent(self) -> None:

@@ -99,7 +99,9 @@ class Session:
         self._scheduler = scheduler
         self._loop = asyncio.get_running_loop()
         self._frame_s = settings.frame_ms / 1000
-        self._clock = PlaybackClock(self._frame_s, settings.lead_ms / 1000)
+        self._clock = PlaybackClock(
+            self._frame_s, settings.lead_ms / 1000, group=settings.release_frames
+        )
         self._utts = Utterances(
             settings.max_text_chars,
             lambda: ClauseSegmenter(

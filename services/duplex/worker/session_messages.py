@@ -39,10 +39,15 @@ class SessionSettings:
     # Clause jobs of this session on the scheduler at once. 2 speeds up one fast client, but
     # a running look-ahead job cannot be preempted, which delays other sessions' first audio.
     max_jobs_in_flight: int = 1
+    # Frames released together by the playback clock (see playback.py): a worker that sends
+    # N frames per message sets N, so the session wakes once per message, not per frame.
+    release_frames: int = 1
 
     def __post_init__(self) -> None:
         if self.max_jobs_in_flight < 1:
             raise ValueError(f"max_jobs_in_flight must be >= 1, got {self.max_jobs_in_flight}")
+        if self.release_frames < 1:
+            raise ValueError(f"release_frames must be >= 1, got {self.release_frames}")
 
 
 @dataclass(frozen=True)
