@@ -30,7 +30,7 @@ _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy")
 GRPC_OPTIONS: list[tuple[str, Any]] = [("grpc.enable_http_proxy", 0)]
 
 HEARTBEAT_MS = 500
-WORKER_TTL_MS = 2000
+WORKER_TTL_MS = 5000  # rides out a multi-second stall of a loaded 2-core machine
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -169,7 +169,7 @@ class WorkerApp:
             self._models = ModelManager(
                 self._catalog,
                 self.config.model_manager,
-                AdapterOptions(onnx_threads=worker.onnx_threads, use_cuda=worker.use_cuda),
+                worker.adapter_options(),
                 metrics=self._metrics,
             )
             try:

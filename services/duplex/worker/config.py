@@ -185,6 +185,8 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
         "DUPLEX_SESSION_JOBS_IN_FLIGHT": ("worker", "session_jobs_in_flight"),
         "DUPLEX_DRAIN_GRACE_S": ("worker", "drain_grace_s"),
         "DUPLEX_USE_CUDA": ("worker", "use_cuda"),
+        "DUPLEX_DEVICE": ("worker", "device"),
+        "DUPLEX_LONE_JOB_THREADS": ("worker", "lone_job_threads"),
         "DUPLEX_WORKER_METRICS_PORT": ("worker", "metrics_port"),
         "DUPLEX_WORKER_METRICS_HOST": ("worker", "metrics_host"),
         "DUPLEX_DEFAULT_MODEL_ID": ("model_manager", "default_model_id"),
