@@ -13,6 +13,7 @@ stalls a second client that never reads again: the orchestrator must abort its s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import time
@@ -29,7 +30,10 @@ from tests.faults.stack import running_stack
 from tests.faults.timing import TimedClient, worst_gap_ms
 
 SENTENCE = "Someone is listening to this and someone else has stopped listening. "  # 4 s
+BASELINE_S = 3.0
+SETTLE_S = 1.0  # between the close and the read, so a gap says which of the two caused it
 CLOSE_LIMIT_S = 30.0  # detection is a few seconds; this only bounds a failing run
+POLL_S = 0.25  # light: this process also times the healthy session's frames
 NOT_READING = "duplex_orch_ws_clients_not_reading_total"
 ABORT_AFTER_S = 5.0 + 1.0  # the orchestrator's close flush time, and a margin
 
@@ -62,6 +66,11 @@ async def test_a_client_that_stops_reading_is_closed_with_a_reason_and_others_ar
         async with TimedClient(stack.url) as healthy:
             await healthy.start(model_id="tone-fast")
             await healthy.text(SENTENCE * 12, is_final=True)
+            await healthy.wait_for(lambda got: len(healthy.frame_times) >= 1)
+            # The same run's baseline: the healthy session alone on this (busy) machine.
+            quiet_from = time.monotonic()
+            await asyncio.sleep(BASELINE_S)
+            baseline_gap = worst_gap_ms(healthy.frame_times, after=quiet_from)
             rss_before = orch.sampler.rss
             orch.sampler.reset_peak()
             stalled = await stalled_client(stack.url)
@@ -70,11 +79,12 @@ async def test_a_client_that_stops_reading_is_closed_with_a_reason_and_others_ar
             want = 2 if gone is not None else 1
             closed = False
             while time.monotonic() - began < CLOSE_LIMIT_S and orch.alive():
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(POLL_S)
                 if await _not_reading_count(stack.orchestrator) >= want:
                     closed = True
                     break
             closed_after = time.monotonic() - began
+            await asyncio.sleep(SETTLE_S)
             # The client reads again: the rest of its audio, then the goodbye.
             texts, close_code, close_reason = await _drain(stalled)
             aborted = None
@@ -86,6 +96,7 @@ async def test_a_client_that_stops_reading_is_closed_with_a_reason_and_others_ar
                 aborted = gone_code is None  # reset: no close frame ever reached it
             peak_growth = orch.sampler.peak_rss - rss_before
             gap = worst_gap_ms(healthy.frame_times, after=began)
+            gap_at = _worst_gap_at(healthy.frame_times, began)
             heard = len(healthy.frame_times)
             await healthy.wait_for(lambda got: len(healthy.frame_times) >= heard + 10)
             assert not healthy.got.of_type("Error")
@@ -93,6 +104,8 @@ async def test_a_client_that_stops_reading_is_closed_with_a_reason_and_others_ar
         stalled_closed_after_s=round(closed_after, 2) if closed else None,
         orchestrator_rss_growth_kb=peak_growth // 1024,
         healthy_worst_gap_ms=gap,
+        healthy_worst_gap_before_stall_ms=baseline_gap,
+        healthy_worst_gap_at_s=gap_at,
         close_code=close_code,
         close_reason=close_reason,
         never_reading_client_aborted=aborted,
@@ -100,7 +113,8 @@ async def test_a_client_that_stops_reading_is_closed_with_a_reason_and_others_ar
     print(
         f"\nstalled reader closed after {closed_after:.1f} s (close code {close_code}, "
         f"reason {close_reason!r}); orchestrator RSS +{peak_growth // 1024} KiB; "
-        f"healthy worst frame gap {gap} ms"
+        f"healthy worst frame gap {gap} ms at {gap_at} s into the stall "
+        f"({baseline_gap} ms in the {BASELINE_S:.0f} s before it)"
         + ("" if aborted is None else f"; never-reading client aborted: {aborted}")
     )
     assert closed
@@ -112,14 +126,24 @@ async def test_a_client_that_stops_reading_is_closed_with_a_reason_and_others_ar
     assert aborted is not False
 
 
+def _worst_gap_at(times: list[float], began: float) -> float:
+    """When (s after ``began``) the healthy session's longest gap between frames ended: to
+    tell a stall caused by the close (about `closed_after`) from the machine's noise."""
+    picked = [t for t in times if t >= began]
+    if len(picked) < 2:
+        return 0.0
+    _, end = max(itertools.pairwise(picked), key=lambda pair: pair[1] - pair[0])
+    return round(end - began, 2)
+
+
 async def _not_reading_count(orch: OrchestratorProcess) -> float:
     status, body = await asyncio.to_thread(http_get, f"{orch.http_url}/metrics", 2.0)
     if status != 200:
         return 0.0
-    for line in body.decode().splitlines():
-        if line.startswith(NOT_READING + " "):
-            return float(line.split()[1])
-    return 0.0
+    at = body.find(b"\n" + NOT_READING.encode() + b" ")
+    if at < 0:
+        return 0.0
+    return float(body[at:].split(maxsplit=2)[1])
 
 
 async def _drain(ws: ClientConnection) -> tuple[list[dict[str, Any]], int | None, str]:
