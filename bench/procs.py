@@ -246,7 +246,14 @@ def orchestrator_config(port: int, redis_url: str, max_connections: int) -> dict
     return {
         "transport": {
             "type": "websocket",
-            "websocket": {"host": "127.0.0.1", "port": port, "max_connections": max_connections},
+            # The load clients share 2 cores with what they measure: a client that falls
+            # seconds behind is the bench's problem, not a stalled listener to be closed.
+            "websocket": {
+                "host": "127.0.0.1",
+                "port": port,
+                "max_connections": max_connections,
+                "max_client_backlog_ms": 0,
+            },
         },
         "routing": {"prefer_resident_models": True, "load_balancing_strategy": "least_loaded"},
         "redis": {"url": redis_url, "worker_ttl_ms": WORKER_TTL_MS},
