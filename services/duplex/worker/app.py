@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from duplex.registry.announcer import Announcer
 from duplex.registry.records import Capabilities, WorkerMetrics, WorkerRecord
-from duplex.worker.adapters.base import AdapterOptions, adapter_families
+from duplex.worker.adapters.base import adapter_families
 from duplex.worker.advertise import AdvertiseError, resolve_advertise_host
 from duplex.worker.catalog import Catalog, builtin_catalog
 from duplex.worker.config import WorkerConfig
