@@ -329,6 +329,31 @@ async def test_residency_gauges_follow_loads_evictions_and_unloads() -> None:
     assert _value(metrics, "duplex_worker_resident_models") == 0
 
 
+class OnnxVoice(Voice):
+    """A voice that says which execution provider runs it, as the Piper voice does."""
+
+    provider = "CPUExecutionProvider"
+
+
+class OnnxAdapter(Adapter):
+    def load(self, spec: ModelSpec, options: AdapterOptions) -> Voice:
+        return OnnxVoice(spec.model_id)
+
+
+async def test_the_provider_that_really_runs_a_model_is_exported_while_it_is_loaded() -> None:
+    """model_provider{provider} is 1 for a loaded model's own provider and gone once the
+    model is unloaded."""
+    metrics = WorkerPromMetrics(W)
+    manager = _manager(metrics, OnnxAdapter(), resident_cap=2)
+    await manager.start()
+    await manager.load("m1")
+    cpu = "CPUExecutionProvider"
+    assert _value(metrics, "duplex_worker_model_provider", model="m1", provider=cpu) == 1
+    await manager.unload("m1")
+    assert _value(metrics, "duplex_worker_model_provider", model="m1", provider=cpu) is None
+    await manager.close()
+
+
 @pytest.mark.parametrize(
     ("error", "outcome"),
     [
@@ -364,7 +389,7 @@ def test_two_workers_in_one_process_keep_separate_registries() -> None:
 
 def test_every_declared_name_is_exported_and_only_bounded_labels_are_used() -> None:
     """Once each recording call ran, the exposition has every name of METRIC_NAMES, and the
-    only label names are worker, model and outcome (never a session id)."""
+    only label names are worker, model, outcome and provider (never a session id)."""
     metrics = WorkerPromMetrics(W)
     metrics.watch_queue_depth(lambda: 0)
     metrics.session_opened()
@@ -375,13 +400,14 @@ def test_every_declared_name_is_exported_and_only_bounded_labels_are_used() -> N
     metrics.model_load_failed("m", LoadOutcome.ERROR)
     metrics.model_evicted("m")
     metrics.residency("m", True, 1)
+    metrics.model_provider("m", "CPUExecutionProvider")
     metrics.zero_shot_conditioning("m", "miss", 0.3)
     samples = [s for family in metrics.registry.collect() for s in family.samples]
     names = {s.name for s in samples}
     for name in METRIC_NAMES:
         assert name in names or f"{name}_count" in names, name
     labels = {key for s in samples for key in s.labels if key != "le"}
-    assert labels == {"worker", "model", "outcome"}
+    assert labels == {"worker", "model", "outcome", "provider"}
 
 
 def test_the_metrics_server_binds_only_its_address_and_stops() -> None:

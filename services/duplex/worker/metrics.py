@@ -56,6 +56,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "duplex_worker_model_load_seconds",
     "duplex_worker_resident_models",
     "duplex_worker_model_resident",
+    "duplex_worker_model_provider",
     "duplex_worker_zero_shot_conditioning_total",
     "duplex_worker_zero_shot_conditioning_seconds",
 )
@@ -149,6 +150,14 @@ class WorkerPromMetrics:
             wm,
             registry=r,
         )
+        self._model_provider = Gauge(
+            "duplex_worker_model_provider",
+            "1 for the execution provider that really runs the loaded model (onnxruntime's "
+            "session.get_providers()[0], e.g. CUDAExecutionProvider or CPUExecutionProvider).",
+            ["worker", "model", "provider"],
+            registry=r,
+        )
+        self._providers: dict[str, str] = {}  # model -> the provider label set for it
         self._zero_shot = Counter(
             "duplex_worker_zero_shot_conditioning",
             "Zero-shot sessions' conditioning lookups: hit (a reference seen before, from the "
@@ -208,6 +217,18 @@ class WorkerPromMetrics:
         """`model_id` became resident (or stopped being); `resident_count` are now."""
         self._model_resident.labels(worker=self.worker, model=model_id).set(int(resident))
         self._resident_models.set(resident_count)
+        if not resident:
+            self.model_provider(model_id, None)
+
+    def model_provider(self, model_id: str, provider: str | None) -> None:
+        """The provider that runs `model_id` now (None: unloaded, or not an ONNX model)."""
+        old = self._providers.pop(model_id, None)
+        if old is not None:
+            self._model_provider.remove(self.worker, model_id, old)
+        if provider is not None:
+            self._providers[model_id] = provider
+            labels = {"worker": self.worker, "model": model_id, "provider": provider}
+            self._model_provider.labels(**labels).set(1)
 
     # -- a zero-shot voice's conditioning cache --------------------------------------
 

@@ -418,6 +418,9 @@ class ModelManager:
         slot.loaded_at = slot.last_used = self._clock()
         if self._metrics is not None:
             self._metrics.model_loaded(spec.model_id, load_ms / 1000)
+            provider = getattr(voice, "provider", None)  # what really runs an ONNX model
+            if isinstance(provider, str):
+                self._metrics.model_provider(spec.model_id, provider)
         self._publish_residency(spec.model_id)
         _LOG.info("model loaded", extra={"model_id": spec.model_id, "load_ms": round(load_ms)})
 
