@@ -103,6 +103,8 @@ class SessionStart:
     reference_audio: PcmFrame | None = None  # the decoded WAV
     input_sample_rate: int | None = None
     barge_in: BargeInOptions | None = None
+    # Speaking rate, 0.25-4.0 (the compatible APIs set it); None: the model's own.
+    speed: float | None = None
 
     @property
     def input_rate(self) -> int:

@@ -337,6 +337,10 @@ class WorkerApp:
                 streaming=any("streaming" in s.capabilities for s in specs),
                 zero_shot=any("zero_shot" in s.capabilities for s in specs),
                 languages=self._catalog.languages(),
+                # "speed" and any further capability a model of the catalog has.
+                extra=tuple(
+                    sorted({c for s in specs for c in s.capabilities} - {"streaming", "zero_shot"})
+                ),
             ),
             resident_models=self.models.resident(),
             available_models=self._catalog.ids(),

@@ -128,7 +128,7 @@ def _piper_joe() -> ModelSpec:
         model_id="piper-en-joe-medium",
         family="piper",
         languages=("en",),
-        capabilities=("streaming",),
+        capabilities=("streaming", "speed"),
         native_sample_rate=22050,
         description="Piper en_US-joe-medium (bundled voice, VITS ONNX)",
         params={
@@ -144,7 +144,7 @@ def _kokoro(voice: str) -> ModelSpec:
         model_id=f"kokoro-ja-{voice}",
         family="kokoro",
         languages=("ja",),
-        capabilities=("streaming",),
+        capabilities=("streaming", "speed"),
         native_sample_rate=24000,
         description=f"Kokoro-82M int8 Japanese voice {voice} (optional extra 'kokoro')",
         # The manager's default warm-up text is English; give the Japanese front end its own.
@@ -157,7 +157,7 @@ def _tone(model_id: str, rtf: float, sample_rate: int) -> ModelSpec:
         model_id=model_id,
         family="tone",
         languages=("en", "ja"),
-        capabilities=("streaming",),
+        capabilities=("streaming", "speed"),
         native_sample_rate=sample_rate,
         description=f"deterministic test tone at real-time factor {rtf}, "
         f"{sample_rate // 1000} kHz (load tests)",
@@ -170,7 +170,7 @@ def _local_piper(voice: LocalPiperVoice) -> ModelSpec:
         model_id=voice.model_id,
         family="piper",
         languages=voice.languages,
-        capabilities=("streaming",),
+        capabilities=("streaming", "speed"),
         native_sample_rate=voice.sample_rate,
         description=voice.description or f"Piper voice {Path(voice.model_path).name} (local)",
         params={"model_path": voice.model_path, "config_path": voice.config_path},

@@ -102,15 +102,6 @@ def _speed(body: Mapping[str, object]) -> float:
     speed = float(raw)
     if not MIN_SPEED <= speed <= MAX_SPEED:
         raise bad_request(f"'speed' must be within {MIN_SPEED} and {MAX_SPEED}; got {raw}", "speed")
-    if speed != 1.0:
-        # Workers take a rate (SessionOpen.speed), but the session layer does not pass one
-        # to them yet: refused rather than ignored.
-        raise bad_request(
-            f"'speed' {raw} is not supported yet: this orchestrator does not pass a speaking "
-            "rate to its workers; send 1.0 or leave it out",
-            "speed",
-            "unsupported_value",
-        )
     return speed
 
 

@@ -69,6 +69,14 @@ def openai_routes(source: SpeechSource) -> list[BaseRoute]:
                 default_voice=service.config.openai.default_voice,
                 formats=available_formats(),
             )
+            if params.speed != 1.0 and not service.can_change_speed(params.model_id):
+                raise ApiError(
+                    400,
+                    f"'speed' {params.speed:g} is not supported by {params.model_id!r}: no live "
+                    "worker of that model can change its speaking rate; send 1.0 or leave it out",
+                    param="speed",
+                    code="unsupported_value",
+                )
         except ApiError as err:
             return _refuse(service, err)
         except ClientDisconnect:
@@ -160,7 +168,9 @@ class _SpeechResponse(Response):
     async def open(cls, service: SpeechService, params: SpeechParams, started: float) -> Response:
         """Start the session and wait for its first frame; an error response if refused."""
         stack = contextlib.AsyncExitStack()
-        request = SpeechRequest(params.text, params.model_id, params.language, SAMPLE_RATE)
+        request = SpeechRequest(
+            params.text, params.model_id, params.language, SAMPLE_RATE, params.speed
+        )
         try:
             stream = await stack.enter_async_context(service.speak(ApiKind.OPENAI, request))
             frames = aiter(stream.frames())

@@ -75,6 +75,7 @@ class Session:
         self._cfg = services.config.session
         self._request = SessionRequest(None, "en")
         self._reference: PcmFrame | None = None  # SessionStart.reference_audio (zero-shot)
+        self._speed: float | None = None  # SessionStart.speed; None: the model's own rate
         self._sample_rate = 48000
         self._max_chars = self._cfg.max_text_chars
         self._machine = StateMachine(session_id)
@@ -145,6 +146,10 @@ class Session:
         if msg.reference_audio is not None and "zero_shot" not in capabilities:
             # A voice from reference audio: only a worker that can clone one may take it.
             capabilities += ("zero_shot",)
+        self._speed = None if msg.speed in (None, 1.0) else msg.speed
+        if self._speed is not None and "speed" not in capabilities:
+            # Another speaking rate: only a worker whose models can change theirs.
+            capabilities += ("speed",)
         self._request = SessionRequest(msg.model_id, msg.language, capabilities)
         self._reference = msg.reference_audio
         self._sample_rate = msg.sample_rate
@@ -318,6 +323,7 @@ class Session:
             self._cfg.worker_lead_ms,
             self._cfg.open_timeout_s,
             self._reference,
+            self._speed,
         )
         link = await self._connector.connect(spec, exclude=exclude, attempts=attempts)
         link.rate = self._speech_rate

@@ -203,6 +203,7 @@ class StreamSpec:
     lead_ms: int
     open_timeout_s: float
     reference: PcmFrame | None = None  # SessionStart.reference_audio, for zero-shot voices
+    speed: float | None = None  # SessionStart.speed (workers with the speed capability)
 
 
 class Connector:
@@ -275,6 +276,7 @@ class Connector:
             spec.lead_ms,
             timeout_s=spec.open_timeout_s,
             reference=spec.reference,
+            speed=spec.speed,
         )
         if stream.opened.sample_rate != spec.sample_rate:
             await stream.close()

@@ -79,6 +79,7 @@ class SpeechRequest:
     model_id: str | None
     language: str = "en"
     sample_rate: int = 24000
+    speed: float = 1.0  # another rate routes to workers with the speed capability
 
 
 class SpeechRefused(DuplexError):
@@ -254,6 +255,16 @@ class SpeechService:
         """The fleet's models now, as the demo page's `/api/models` lists them."""
         return models_from_workers(self._view.workers(), self._view.drained())
 
+    def can_change_speed(self, model_id: str) -> bool:
+        """Whether a live, undrained worker that offers `model_id` can change its rate."""
+        drained = set(self._view.drained())
+        return any(
+            "speed" in record.capabilities.names()
+            for name, record in self._view.workers().items()
+            if name not in drained
+            and model_id in (record.available_models or record.resident_models)
+        )
+
     def summaries(self) -> list[SessionSummary]:
         return self.hub.summaries()
 
@@ -267,7 +278,10 @@ class SpeechService:
         except DuplexError as exc:
             raise SpeechRefused(exc.code, exc.message) from exc
         start = SessionStart(
-            model_id=request.model_id, language=request.language, sample_rate=request.sample_rate
+            model_id=request.model_id,
+            language=request.language,
+            sample_rate=request.sample_rate,
+            speed=None if request.speed == 1.0 else request.speed,
         )
         stream: SpeechStream | None = None
         try:
