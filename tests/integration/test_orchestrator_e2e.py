@@ -89,6 +89,20 @@ async def test_the_guides_client_snippet_gets_20ms_frames_then_audio_end(
     assert got["end"] == {"type": "AudioEnd", "utterance": 0}
 
 
+async def test_a_session_at_speed_two_gets_its_audio_in_about_half_the_frames(
+    orch: OrchestratorServer,
+) -> None:
+    """SessionStart.speed reaches the worker: the tone voice at 2.0 lasts about half as long."""
+    text = "One, two, three, four."
+    async with Client(orch) as client:
+        reply = await client.start(model_id="tone-fast", speed=2.0)
+        assert reply["type"] == "SessionStarted", reply
+        fast = await client.say(text)
+    normal = tone_frames(text)
+    print(f"speed 2.0: {len(fast.frames)} frames against {normal} at 1.0")
+    assert len(fast.frames) <= normal * 0.6
+
+
 async def test_several_utterances_in_one_session_each_end_with_audio_end(
     orch: OrchestratorServer,
 ) -> None:

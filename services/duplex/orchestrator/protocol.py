@@ -124,6 +124,7 @@ class SessionStart:
             reference_audio=reference,
             input_sample_rate=self.input_sample_rate,
             barge_in=self.barge_in,
+            speed=self.speed,
         )
         return msgspec.json.encode(message).decode()
 
@@ -230,6 +231,7 @@ def _session_start(w: wire.SessionStart, limits: ProtocolLimits) -> SessionStart
         reference_audio=reference,
         input_sample_rate=input_rate,
         barge_in=w.barge_in,
+        speed=w.speed,
     )
 
 

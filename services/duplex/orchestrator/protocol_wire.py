@@ -94,7 +94,9 @@ class SessionStart(_ClientWire, frozen=True):
     """Opens the session; must come first. Without `model_id` the router picks a model that
     speaks `language`. `sample_rate` is the rate of the audio sent to the client,
     `input_sample_rate` that of the client's binary mic frames (absent or null: the same as
-    `sample_rate`). `barge_in` overrides the orchestrator's barge-in settings."""
+    `sample_rate`). `barge_in` overrides the orchestrator's barge-in settings. `speed` is the
+    speaking rate (1.0 the model's own); another rate goes only to workers advertising
+    `speed`."""
 
     model_id: _NonEmpty | None = None
     language: _NonEmpty | None = DEFAULT_LANGUAGE
@@ -103,6 +105,7 @@ class SessionStart(_ClientWire, frozen=True):
     reference_audio: _Base64Wav | None = None
     input_sample_rate: _SampleRate | None = None
     barge_in: BargeInOptions | None = None
+    speed: Annotated[float, msgspec.Meta(ge=0.25, le=4.0)] | None = None
 
 
 class TextChunk(_ClientWire, frozen=True):
