@@ -242,14 +242,16 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
 
     def _settings(self, opening: Any) -> SessionSettings:
         worker = self._config.worker
+        # Frames go out in messages of up to this many: the session's playback clock releases
+        # them in groups of it too (one wake-up per message instead of per frame).
+        group = min(max(1, opening.max_frames_per_message), MAX_FRAMES_PER_MESSAGE)
         return SessionSettings(
             sample_rate=opening.sample_rate or self._config.audio.sample_rate,
             frame_ms=self._config.audio.frame_duration_ms,
             lead_ms=session_lead_ms(
-                self._client_lead_ms(opening),
-                min(max(1, opening.max_frames_per_message), MAX_FRAMES_PER_MESSAGE),
-                self._config.audio.frame_duration_ms,
+                self._client_lead_ms(opening), group, self._config.audio.frame_duration_ms
             ),
+            release_frames=group,
             max_text_chars=worker.max_text_chars,
             first_clause_max_chars=worker.first_clause_max_chars,
             max_jobs_in_flight=worker.session_jobs_in_flight,
