@@ -242,31 +242,37 @@ class OrchestratorProcess:
         return f"http://127.0.0.1:{self.port}"
 
 
-def orchestrator_config(port: int, redis_url: str, max_connections: int) -> dict[str, Any]:
+def orchestrator_config(
+    port: int, redis_url: str, max_connections: int, *, close_slow_clients: bool = True
+) -> dict[str, Any]:
+    """`close_slow_clients=False` for load tests: their clients share 2 cores with what they
+    measure, and one that falls seconds behind is the bench's problem, not a stalled listener
+    to be closed (`max_client_backlog_ms: 0`)."""
+    websocket: dict[str, Any] = {"host": "127.0.0.1", "port": port}
+    websocket["max_connections"] = max_connections
+    if not close_slow_clients:
+        websocket["max_client_backlog_ms"] = 0
     return {
-        "transport": {
-            "type": "websocket",
-            # The load clients share 2 cores with what they measure: a client that falls
-            # seconds behind is the bench's problem, not a stalled listener to be closed.
-            "websocket": {
-                "host": "127.0.0.1",
-                "port": port,
-                "max_connections": max_connections,
-                "max_client_backlog_ms": 0,
-            },
-        },
+        "transport": {"type": "websocket", "websocket": websocket},
         "routing": {"prefer_resident_models": True, "load_balancing_strategy": "least_loaded"},
         "redis": {"url": redis_url, "worker_ttl_ms": WORKER_TTL_MS},
     }
 
 
 async def start_orchestrator(
-    redis_url: str, workdir: Path, *, max_connections: int = 400, ready_timeout_s: float = 60.0
+    redis_url: str,
+    workdir: Path,
+    *,
+    max_connections: int = 400,
+    ready_timeout_s: float = 60.0,
+    close_slow_clients: bool = True,
 ) -> OrchestratorProcess:
     """Spawn the orchestrator and wait until GET /ready answers 200 (Redis + a worker)."""
     port = free_port()
     config_path = workdir / "orchestrator.yaml"
-    config = orchestrator_config(port, redis_url, max_connections)
+    config = orchestrator_config(
+        port, redis_url, max_connections, close_slow_clients=close_slow_clients
+    )
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     managed = spawn(
         "orchestrator", ["-m", "duplex.orchestrator", "--config", str(config_path)], workdir

@@ -275,7 +275,9 @@ async def orchestrator_sessions(
     ctx.progress("starting two tone workers and the orchestrator")
     with contextlib.ExitStack() as stack:
         workers = await start_workers(2, TONE_MODEL, redis_url, workdir, stack)
-        orch = await start_orchestrator(redis_url, workdir, max_connections=max(steps) + 50)
+        orch = await start_orchestrator(
+            redis_url, workdir, max_connections=max(steps) + 50, close_slow_clients=False
+        )
         stack.callback(orch.managed.stop)
         low = await latency_at_low_load(ctx, orch)
         rows = await sweep(
@@ -376,7 +378,9 @@ async def fixed_speed_workers(
             workers = await start_workers(
                 count, FIXED_MODEL, redis_url, workdir, stack, inference_threads=FIXED_THREADS
             )
-            orch = await start_orchestrator(redis_url, workdir, max_connections=max(steps) + 50)
+            orch = await start_orchestrator(
+                redis_url, workdir, max_connections=max(steps) + 50, close_slow_clients=False
+            )
             stack.callback(orch.managed.stop)
             rows = await sweep(
                 ctx,
