@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -45,7 +46,9 @@ SERVICE = "registry"
 
 def spawn(argv: list[str], port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
     out = subprocess.DEVNULL if log is None else log.open("wb")
-    process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    # A replica's full sync writes an RDB file into its working folder: never the checkout.
+    workdir = tempfile.mkdtemp(prefix="duplex-redis-")
+    process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
     if log is not None:
         out.close()  # type: ignore[union-attr]
     deadline = time.monotonic() + 10
