@@ -38,6 +38,7 @@ import numpy as np
 
 from duplex.audio.wav import decode_wav
 from duplex.worker.adapters.base import AdapterOptions, AdapterUnavailable, Int16Array, Voice
+from duplex.worker.adapters.model_dir import require_model_dir
 from duplex.worker.adapters.torch_runtime import import_torch, release_memory
 from duplex.worker.adapters.zero_shot import MAX_REFERENCE_S, ConditioningCache, ReferenceAudio
 from duplex.worker.catalog import ModelSpec
@@ -63,21 +64,13 @@ EngineFactory = Callable[[Path, ModelSpec], Any]
 
 def check_model_dir(model_id: str, model_dir: str | None) -> Path:
     """The model directory, or FileNotFoundError naming the missing piece."""
-    if not model_dir:
-        raise FileNotFoundError(
-            f"{model_id}: no model directory configured (model_manager.model_dirs or "
-            "COSYVOICE_MODEL_DIR); see README, 'Bringing GPU model weights'"
-        )
-    root = Path(model_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{model_id}: model directory {root} does not exist")
-    for name in REQUIRED_FILES:
-        if not (root / name).is_file():
-            raise FileNotFoundError(
-                f"{model_id}: {root / name} is missing; a CosyVoice2 directory holds "
-                f"{', '.join(REQUIRED_FILES)}"
-            )
-    return root
+    return require_model_dir(
+        model_id,
+        model_dir,
+        env_var="COSYVOICE_MODEL_DIR",
+        required=REQUIRED_FILES,
+        holds="a CosyVoice2 directory",
+    )
 
 
 def load_runtime_engine(root: Path, spec: ModelSpec) -> Any:

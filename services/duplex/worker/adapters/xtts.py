@@ -30,6 +30,7 @@ import numpy as np
 
 from duplex.audio.wav import decode_wav
 from duplex.worker.adapters.base import AdapterOptions, AdapterUnavailable, Int16Array, Voice
+from duplex.worker.adapters.model_dir import require_model_dir
 from duplex.worker.adapters.torch_runtime import import_torch, pick_device, release_memory
 from duplex.worker.adapters.zero_shot import (
     MAX_REFERENCE_S,
@@ -51,21 +52,13 @@ CONDITIONING_RATE = 22050  # what XTTS's own reference loader resamples to
 
 def check_model_dir(model_id: str, model_dir: str | None) -> Path:
     """The model directory, or FileNotFoundError naming the missing piece."""
-    if not model_dir:
-        raise FileNotFoundError(
-            f"{model_id}: no model directory configured (model_manager.model_dirs or "
-            "XTTS_MODEL_DIR); see README, 'Bringing GPU model weights'"
-        )
-    root = Path(model_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{model_id}: model directory {root} does not exist")
-    for name in REQUIRED_FILES:
-        if not (root / name).is_file():
-            raise FileNotFoundError(
-                f"{model_id}: {root / name} is missing; an XTTS directory holds "
-                f"{', '.join(REQUIRED_FILES)} (and optionally {SPEAKERS_FILE})"
-            )
-    return root
+    return require_model_dir(
+        model_id,
+        model_dir,
+        env_var="XTTS_MODEL_DIR",
+        required=REQUIRED_FILES,
+        holds=f"an XTTS directory (optionally also {SPEAKERS_FILE})",
+    )
 
 
 @dataclass(frozen=True)
