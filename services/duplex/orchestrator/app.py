@@ -316,6 +316,9 @@ class OrchestratorServer:
             # PCM barely compresses, and permessage-deflate on every 20 ms frame was the
             # largest single cost of a session's output (most of the WebSocket send time).
             "ws_per_message_deflate": False,
+            # Named, not "auto": the WebSocket sink writes audio frames straight to this
+            # implementation's transport (transports/ws_direct.py), ASGI for anything else.
+            "ws": "websockets-sansio",
             "before_shutdown": self._goodbye,
         }
         self._plain = InProcessServer(
