@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from duplex.orchestrator.app import OrchestratorServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.mic_audio import Int16Array, piper_speech, silence
 from tests.integration.orchestrator_fixtures import (
@@ -54,6 +55,18 @@ async def orch(redis_url: str) -> AsyncIterator[OrchestratorServer]:
     ):
         await wait_for_workers(server, {"w1"})
         yield server
+
+
+def frames_sent(orch: OrchestratorServer) -> float:
+    """The orchestrator's count of voice frames sent to clients (this test's orchestrator)."""
+    body = orch.app.state.runtime.metrics.render().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body)
+        if family.name == "duplex_orch_frames_sent"
+        for sample in family.samples
+        if sample.name == "duplex_orch_frames_sent_total"
+    )
 
 
 def peaks(client: RtcClient) -> list[int]:
@@ -115,5 +128,10 @@ async def test_a_false_interruption_resumes_the_voice_over_webrtc(
         await client.wait_for(lambda c: c.of_type("AudioEnd"), limit_s=20)
         assert client.of_type("BargeInEnd") == [{"type": "BargeInEnd", "resumed": True}]
         await asyncio.sleep(0.3)
+        # The server sent the whole utterance: every frame of it left the orchestrator.
+        assert frames_sent(orch) >= tone_frames(TEXT) - 4
+        # What the client heard: aiortc's receiver (a 16-packet jitter buffer) drops packets
+        # that come in a late burst when the machine is starved of CPU, as a real WebRTC
+        # receiver would; a voice that did not come back would miss most of the utterance.
         voiced = sum(p > VOICED for p in peaks(client))
-        assert voiced >= tone_frames(TEXT) - 4
+        assert voiced >= 0.9 * tone_frames(TEXT), voiced
