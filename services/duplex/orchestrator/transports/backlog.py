@@ -112,13 +112,20 @@ def backlog_of(send: object) -> TransportBacklog | None:
 
 
 def _transport_behind(send: object) -> WriteTransport | None:
+    transport = getattr(protocol_behind(send), "transport", None)
+    return transport if isinstance(transport, WriteTransport) else None
+
+
+def protocol_behind(send: object) -> object | None:
+    """The server protocol whose bound method an ASGI ``send`` is (uvicorn's), through
+    Starlette's wrapping closures; None when no object holding a transport is found."""
     level = [send]
     for _ in range(_UNWRAP_DEPTH):
         inner: list[object] = []
         for fn in level:
-            transport = getattr(getattr(fn, "__self__", None), "transport", None)
-            if isinstance(transport, WriteTransport):
-                return transport
+            owner = getattr(fn, "__self__", None)
+            if isinstance(getattr(owner, "transport", None), WriteTransport):
+                return owner
             for cell in getattr(fn, "__closure__", None) or ():
                 with contextlib.suppress(ValueError):  # an empty cell
                     if callable(cell.cell_contents):
@@ -259,4 +266,5 @@ __all__ = [
     "TransportBacklog",
     "Verdict",
     "backlog_of",
+    "protocol_behind",
 ]

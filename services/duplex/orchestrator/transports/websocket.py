@@ -47,6 +47,7 @@ from duplex.orchestrator.session.hub import SessionHub
 from duplex.orchestrator.session.pacer_clock import PacerClock, resume
 from duplex.orchestrator.transports.backlog import BacklogLimit, BacklogWatch
 from duplex.orchestrator.transports.base import ClientChannel, TransportKind
+from duplex.orchestrator.transports.ws_direct import DirectBinaryWriter
 
 _LOG = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ class WebSocketSink:
     bytes still queued toward the client, at most every 250 ms; once above the limit a
     watchdog samples on its own (audio may have stopped) until the client catches up or the
     grace period ends: then `not_reading` is set and further audio is dropped.
+
+    Audio on a plainly open uvicorn connection skips even the ASGI send: one
+    ``transport.write`` of the frame (`DirectBinaryWriter`); text, closes and audio in any
+    other state (a send waiting on flow control included) take the ASGI path, in order.
     """
 
     def __init__(self, websocket: WebSocket, backlog_limit: BacklogLimit | None = None) -> None:
@@ -97,6 +102,7 @@ class WebSocketSink:
         # Set once the client has left its audio unread past the limit (see BacklogWatch).
         self.watch = BacklogWatch.of(self._asgi_send, backlog_limit)
         self.not_reading = self.watch.not_reading if self.watch else asyncio.Event()
+        self._direct = DirectBinaryWriter.of(self._asgi_send)
 
     async def send_message(self, message: ServerMessage) -> None:
         await self._send({"type": "websocket.send", "text": message.to_json()})
@@ -105,6 +111,14 @@ class WebSocketSink:
         watch = self.watch
         if watch is not None and not watch.on_audio(frame.sample_rate):
             return  # the connection is closing: audio would only pile up behind the goodbye
+        direct = self._direct
+        if (
+            direct is not None
+            and not self._lock.locked()  # a send waits: the audio goes behind it
+            and not self.broken.is_set()
+            and direct.write(frame.pcm)
+        ):
+            return
         await self._send({"type": "websocket.send", "bytes": frame.pcm})
 
     async def aclose(self) -> None:
