@@ -11,6 +11,8 @@ would otherwise shrink below what it asked for, then sends everything held at on
 client therefore always holds at least its lead (less at most one frame), and up to
 ``max_frames - 1`` frames more. Utterance ends, the session's end and its errors flush what
 is held first, so the order of events never changes. Framing into 20 ms stays where it was.
+The session may hand over a group of frames as one list (`Session.batches`): one step of
+the reading task per group instead of per frame.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class FrameBatcher:
 
     def __init__(
         self,
-        events: AsyncIterator[SessionEvent],
+        events: AsyncIterator[SessionEvent | list[FrameEvent]],
         *,
         max_frames: int,
         lead_s: float,
@@ -68,12 +70,17 @@ class FrameBatcher:
     async def _read(self) -> None:
         try:
             async for event in self._events:
-                self._outbox.append(event)
-                if (
-                    not self._holding
-                    or len(self._outbox) >= self._max
-                    or not isinstance(event, FrameEvent)
-                ):
+                if isinstance(event, list):
+                    self._outbox.extend(event)  # a group of frames the session released
+                    wake = not self._holding or len(self._outbox) >= self._max
+                else:
+                    self._outbox.append(event)
+                    wake = (
+                        not self._holding
+                        or len(self._outbox) >= self._max
+                        or not isinstance(event, FrameEvent)
+                    )
+                if wake:
                     self._changed.set()  # a held frame wakes nobody: the hold has a timer
                 if len(self._outbox) >= 4 * self._max:
                     # gRPC flow control holds the consumer: hold the session back too.

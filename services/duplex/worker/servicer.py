@@ -198,20 +198,22 @@ class TTSWorkerServicer(tts_pb2_grpc.TTSWorkerServicer):  # type: ignore[misc]
         """The session's events as responses: one frame each, or batches when asked."""
         max_frames = min(int(opening.max_frames_per_message), MAX_FRAMES_PER_MESSAGE)
         if max_frames <= 1:
-            async for event in session.events():
-                yield _response(event)
+            async for item in session.batches(1):
+                if isinstance(item, list):
+                    for event in item:
+                        yield _frame_response(event)
+                else:
+                    yield _response(item)
             return
         batcher = FrameBatcher(
-            session.events(),
+            session.batches(max_frames),
             max_frames=max_frames,
             lead_s=self._client_lead_ms(opening) / 1000,
             frame_s=session.settings.frame_ms / 1000,
         )
         async for batch in batcher.batches():
             if isinstance(batch, list):
-                yield tts_pb2.SynthesizeResponse(
-                    frames=tts_pb2.AudioFrames(frames=[_frame(e) for e in batch])
-                )
+                yield _frames_response(batch)
             else:
                 yield _response(batch)
 
@@ -464,21 +466,35 @@ def add_to_server(servicer: TTSWorkerServicer, server: grpc.aio.Server) -> None:
     )
 
 
-def _frame(event: FrameEvent) -> Any:
-    return tts_pb2.AudioFrame(
-        pcm=event.pcm,
-        sample_rate=event.sample_rate,
-        sequence=event.sequence,
-        utterance=event.utterance,
-        text_start=event.text_start,
-        text_end=event.text_end,
-        clause_end=event.clause_end,
-    )
+def _fill(frame: Any, event: FrameEvent) -> None:
+    # Fields set on a message built in place: a constructor's keywords, and a submessage
+    # passed to its parent's constructor (copied, pcm included), cost twice as much.
+    frame.pcm = event.pcm
+    frame.sample_rate = event.sample_rate
+    frame.sequence = event.sequence
+    frame.utterance = event.utterance
+    frame.text_start = event.text_start
+    frame.text_end = event.text_end
+    frame.clause_end = event.clause_end
+
+
+def _frame_response(event: FrameEvent) -> Any:
+    response = tts_pb2.SynthesizeResponse()
+    _fill(response.frame, event)
+    return response
+
+
+def _frames_response(events: list[FrameEvent]) -> Any:
+    response = tts_pb2.SynthesizeResponse()
+    add = response.frames.frames.add
+    for event in events:
+        _fill(add(), event)
+    return response
 
 
 def _response(event: SessionEvent) -> Any:
     if isinstance(event, FrameEvent):
-        return tts_pb2.SynthesizeResponse(frame=_frame(event))
+        return _frame_response(event)
     return tts_pb2.SynthesizeResponse(
         utterance_end=tts_pb2.UtteranceEnd(
             utterance=event.utterance,

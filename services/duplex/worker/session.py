@@ -206,6 +206,19 @@ class Session:
 
     async def events(self) -> AsyncGenerator[SessionEvent, None]:
         """Frames and utterance ends, paced; ends when input is done and all is said."""
+        async for item in self.batches(1):
+            if isinstance(item, list):
+                for frame in item:
+                    yield frame
+            else:
+                yield item
+
+    async def batches(
+        self, max_frames: int
+    ) -> AsyncGenerator[list[FrameEvent] | UtteranceEndEvent, None]:
+        """What `events` gives, with the frames due at the same moment (up to ``max_frames``,
+        a group the playback clock releases at once) in one list: one generator step per
+        group instead of per frame."""
         while True:
             self._wake.clear()
             if self._error is not None:
@@ -228,9 +241,18 @@ class Session:
             if wait > 0:
                 await self._sleep(wait)
                 continue
-            self._outbox.popleft()
-            self._queued_frames -= 1
-            yield self._frame_event(head)
+            outbox = self._outbox
+            outbox.popleft()
+            batch = [self._frame_event(head)]
+            # The rest of the group (due by the same clock reading) joins this step.
+            while len(batch) < max_frames and outbox:
+                head = outbox[0]
+                if not isinstance(head, _Frame) or self._clock.wait_before_next(now) > 0:
+                    break
+                outbox.popleft()
+                batch.append(self._frame_event(head))
+            self._queued_frames -= len(batch)
+            yield batch
             if self._utts.work and len(self._jobs) < self.settings.max_jobs_in_flight:
                 self._pump()
 
