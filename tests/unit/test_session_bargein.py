@@ -6,6 +6,8 @@ onsets and lengths easy to build: a burst shorter than min_speech must not barge
 
 from __future__ import annotations
 
+import gc
+import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -132,3 +134,18 @@ async def test_no_barge_in_when_nothing_is_playing(state: SessionState) -> None:
     await feed(listener, audio(("tone", 400), ("quiet", 600)))
     await listener.close()
     assert session.interrupts == []
+
+
+async def test_close_frees_the_mic_input_without_waiting_for_the_cycle_collector() -> None:
+    """The mic input's resampler holds native memory: it goes when the session closes, not
+    at the next full garbage collection (the session's own objects are cyclic)."""
+    listener, _session = make()
+    mic = weakref.ref(listener._mic)  # type: ignore[arg-type]
+    gc.disable()
+    try:
+        await listener.close()
+        assert mic() is None
+    finally:
+        gc.enable()
+    await listener.push(audio(("tone", 20))[0])  # a frame after close is ignored
+    assert listener.input_rate == RATE

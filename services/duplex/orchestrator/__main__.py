@@ -54,9 +54,15 @@ def _tune_gc() -> None:
     and frames that wait in the pacer live long enough to reach the oldest generation, so
     with the defaults full collections of the whole heap come several times a second and
     stall every session's audio at once. Everything built at start-up is frozen out of the
-    collector's sight, and young collections run less often."""
+    collector's sight, and young collections run less often. Ended sessions are cyclic
+    garbage: the hub has them collected in small batches (`session/sweeper.py`)."""
     gc.collect()
     gc.freeze()
+    # A full collection counts the objects that survive it, and the next automatic one waits
+    # until a quarter as many again have aged: collected now, with start-up frozen, that
+    # count is ~0 rather than the whole start-up heap (which held the first automatic full
+    # collection back until a quarter of that many objects had aged).
+    gc.collect()
     gc.set_threshold(*_GC_THRESHOLDS)
 
 

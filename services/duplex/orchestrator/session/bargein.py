@@ -99,9 +99,10 @@ class Listener:
             threshold=config.vad.silero_threshold,
             silero_model=silero_model,
         )
-        self._mic = MicInput(
+        self._mic: MicInput | None = MicInput(
             input_rate, vad, SpeechTracker(settings.min_speech_ms, settings.min_silence_ms)
         )
+        self._input_rate = input_rate
         self._session = session
         self._settings = settings
         self._metrics = metrics
@@ -116,12 +117,15 @@ class Listener:
 
     @property
     def input_rate(self) -> int:
-        return self._mic.input_rate
+        return self._input_rate
 
     async def push(self, frame: PcmFrame) -> None:
         """One 20 ms mic frame; raises `MicFrameError` for a frame of the wrong size or rate."""
+        mic = self._mic
+        if mic is None:
+            return  # closed
         received = time.monotonic()
-        for event in self._mic.push(frame):
+        for event in mic.push(frame):
             if isinstance(event, SpeechStarted):
                 self._speaking = True
                 await self._speech_started(event, received)
@@ -136,6 +140,11 @@ class Listener:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # The session's objects form reference cycles (uvicorn's protocol and transport, the
+        # session's callbacks), freed only by a full cycle collection; the mic input holds a
+        # soxr resampler (~50 KB of native memory, unseen by the collector's thresholds), so it
+        # goes now rather than with the rest of the session.
+        self._mic = None
 
     async def _speech_started(self, event: SpeechStarted, received: float) -> None:
         session = self._session

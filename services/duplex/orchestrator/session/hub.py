@@ -16,6 +16,7 @@ from duplex.orchestrator.protocol import ErrorCode
 from duplex.orchestrator.session.bargein import Transcriber
 from duplex.orchestrator.session.connection import ClientConnection
 from duplex.orchestrator.session.services import SessionServices
+from duplex.orchestrator.session.sweeper import CycleSweeper
 from duplex.orchestrator.transports.base import ClientChannel
 from duplex.registry.orchestrators import SessionSummary
 
@@ -28,9 +29,14 @@ class SessionHub:
     """Opens client connections up to `max_connections`, and finds them by session id."""
 
     def __init__(
-        self, services: SessionServices, *, transcriber: Transcriber | None = None
+        self,
+        services: SessionServices,
+        *,
+        transcriber: Transcriber | None = None,
+        sweeper: CycleSweeper | None = None,
     ) -> None:
         self._services = services
+        self._sweeper = sweeper or CycleSweeper()
         self._transcriber = transcriber
         self._max = services.config.transport.websocket.max_connections
         self._connections: set[ClientConnection] = set()
@@ -106,3 +112,4 @@ class SessionHub:
         self._connections.discard(connection)
         if connection.session_id is not None:
             self._by_session.pop(connection.session_id, None)
+        self._sweeper.session_ended()
