@@ -13,7 +13,7 @@ import pytest
 import soxr
 from duplex.worker.adapters import onnx_session
 from duplex.worker.adapters.base import AdapterOptions, CudaNotUsed, Device, adapter_for
-from duplex.worker.adapters.piper import LoadedPiperVoice
+from duplex.worker.adapters.piper import SEAM_SILENCE_LEVEL, SEAM_TAIL_S, LoadedPiperVoice
 from duplex.worker.catalog import builtin_catalog
 
 from tests.integration.speech_check import load_whisper, word_error_rate
@@ -65,6 +65,24 @@ def test_audio_is_non_silent_int16_at_the_native_rate(voice: LoadedPiperVoice) -
     assert audio.dtype == np.int16 and audio.ndim == 1
     assert 0.5 * 22050 < audio.size < 5 * 22050
     assert _rms(audio) > 500
+
+
+def test_a_clause_cut_between_words_ends_without_a_long_pause(voice: LoadedPiperVoice) -> None:
+    """A first clause cut mid-phrase ends soon after its last sound; one ending in a comma
+    keeps Piper's own pause."""
+    rate = voice.sample_rate
+
+    def silent_tail_s(text: str) -> float:
+        audio = np.concatenate(list(voice.synthesize(text))).astype(np.int32)
+        loud = np.flatnonzero(np.abs(audio) >= SEAM_SILENCE_LEVEL)
+        return (audio.size - 1 - int(loud[-1])) / rate
+
+    cut, comma = silent_tail_s("The quick brown "), silent_tail_s("Hello there, ")
+    print(
+        f"silent tail: cut between words {cut * 1000:.0f} ms, after a comma {comma * 1000:.0f} ms"
+    )
+    assert cut <= SEAM_TAIL_S + 1 / rate
+    assert comma > SEAM_TAIL_S
 
 
 def test_one_onnx_thread_is_honoured(voice: LoadedPiperVoice) -> None:

@@ -17,6 +17,18 @@ from duplex.worker.adapters.base import AdapterOptions, Int16Array, Voice
 from duplex.worker.adapters.onnx_session import active_provider, open_session, open_wide_session
 from duplex.worker.catalog import ModelSpec
 
+SEAM_TAIL_S = 0.03
+"""Silence kept after the last sound of a clause that ends between two words.
+
+Piper ends every text as a sentence, with 0.1-0.25 s of trailing silence; where the text was
+cut between words (an utterance's short first clause), that silence and the next clause's
+lead-in made a pause in mid-phrase: "The quick brown | fox jumps over the lazy dog." in two
+pieces was 0.21 s longer than in one. Trimming the first piece's tail to this takes 0.1-0.15 s
+of it away; a clause that ends in punctuation keeps Piper's own pause."""
+
+SEAM_FADE_S = 0.01  # the kept tail fades out to zero: no click where the audio stops
+SEAM_SILENCE_LEVEL = 330  # |sample| below this (-40 dBFS) counts as silence
+
 
 class LoadedPiperVoice:
     """A Piper voice behind the :class:`~duplex.worker.adapters.base.Voice` contract.
@@ -66,12 +78,26 @@ class LoadedPiperVoice:
     def _chunks(
         self, voice: PiperVoice, text: str, config: SynthesisConfig | None = None
     ) -> Iterator[Int16Array]:
+        """One chunk per sentence; a text cut between words loses its trailing silence.
+
+        That trim needs to know the last chunk, so such a text's chunks are yielded one
+        behind: it costs nothing for the usual clause of one sentence."""
+        held: Int16Array | None = None
+        cut = ends_between_words(text)
         for chunk in voice.synthesize(text, syn_config=config):
             if self._closed.is_set():
                 return
             audio: Int16Array = np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16)
-            if audio.size:
+            if not audio.size:
+                continue
+            if not cut:
                 yield audio
+                continue
+            if held is not None:
+                yield held
+            held = audio
+        if held is not None and not self._closed.is_set():
+            yield trim_seam_tail(held, self.sample_rate)
 
     def close(self) -> None:
         """Drop the session; onnxruntime frees its memory (and its CUDA arena) with it."""
@@ -85,6 +111,31 @@ class LoadedPiperVoice:
         if voice is None:
             raise RuntimeError(f"voice {self.model_id} is closed")
         return voice
+
+
+def ends_between_words(text: str) -> bool:
+    """Whether ``text`` stops mid-phrase: its last visible character is a letter or digit."""
+    stripped = text.rstrip()
+    return bool(stripped) and stripped[-1].isalnum()
+
+
+def trim_seam_tail(audio: Int16Array, sample_rate: int) -> Int16Array:
+    """``audio`` cut :data:`SEAM_TAIL_S` after its last sound, the kept tail faded out.
+
+    Audio with no sound at all, or with less silence than that at its end, is returned as is.
+    """
+    loud = np.flatnonzero(np.abs(audio.astype(np.int32)) >= SEAM_SILENCE_LEVEL)
+    if not loud.size:
+        return audio
+    end = int(loud[-1]) + 1 + int(SEAM_TAIL_S * sample_rate)
+    if end >= audio.size:
+        return audio
+    out: Int16Array = audio[:end].copy()
+    fade = min(end, int(SEAM_FADE_S * sample_rate))
+    if fade:
+        ramp = np.linspace(1.0, 0.0, fade, dtype=np.float32)
+        out[-fade:] = (out[-fade:].astype(np.float32) * ramp).astype(np.int16)
+    return out
 
 
 class _PiperAtSpeed:
