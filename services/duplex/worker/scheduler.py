@@ -5,7 +5,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ import numpy as np
 
 from duplex.worker.adapters.base import Int16Array, Voice, WideVoice
 from duplex.worker.clause_jobs import SECONDS_PER_CHAR
+from duplex.worker.idle_cores import IdleCores
 from duplex.worker.metrics import WorkerPromMetrics
 
 _LOG = logging.getLogger(__name__)
@@ -33,13 +33,12 @@ SYNTH_ESTIMATE_FACTOR = 2.0
 MIN_RTF = 0.05  # the rtf assumed before one is measured
 
 
-def idle_cores() -> float:
-    """Cores that no runnable thread of this machine wants (cores less the 1-minute load).
+WIDE_MIN_IDLE_CORES = 1.0
+"""A lone job runs wide only while other processes leave at least this many cores idle.
 
-    A wide session's job is only as fast as its slowest thread: on cores that other processes
-    keep busy, its tail grew (4 clients on a shared 2-core machine: first-audio p95 374-420 ms
-    narrow, 1571-1637 ms wide), so it runs only where a core is really idle."""
-    return (os.cpu_count() or 1) - os.getloadavg()[0]
+A wide session's job is only as fast as its slowest thread: on cores that other processes
+keep busy, its tail grew (4 clients on a shared 2-core machine: first-audio p95 374-420 ms
+narrow, 1571-1637 ms wide; a lone first clause at load 3.5: 1.15x the narrow time)."""
 
 
 class JobCancelled(Exception):
@@ -117,8 +116,9 @@ class SynthesisScheduler:
 
     A due job that starts while no other job runs or waits gets the voice's wide session
     (:class:`~duplex.worker.adapters.base.WideVoice`) when it has one: the cores would
-    otherwise idle, and one client's first audio comes sooner; only while at least one core
-    of the machine is idle (:func:`idle_cores`). Jobs due later stay narrow:
+    otherwise idle, and one client's first audio comes sooner; only while the cores
+    that other processes leave idle (:data:`WIDE_MIN_IDLE_CORES`, measured by
+    :class:`~duplex.worker.idle_cores.IdleCores`). Jobs due later stay narrow:
     their speed does not reach the listener, and the wide session costs more CPU per job.
     """
 
@@ -127,7 +127,7 @@ class SynthesisScheduler:
         threads: int,
         *,
         metrics: WorkerPromMetrics | None = None,
-        cores_idle: Callable[[], float] = idle_cores,
+        cores_idle: Callable[[], float] | None = None,
     ) -> None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -146,7 +146,7 @@ class SynthesisScheduler:
         self._ew_audio = 0.0
         self._ew_synth = 0.0
         self._metrics = metrics
-        self._cores_idle = cores_idle
+        self._cores_idle = cores_idle or IdleCores()
         if metrics is not None:
             metrics.watch_queue_depth(self.queue_depth)
 
@@ -275,7 +275,9 @@ class SynthesisScheduler:
             if due or self._thread_count == 1 or len(self._running) + 2 <= self._thread_count:
                 _, _, entry = heapq.heappop(self._heap)
                 alone = due and not self._heap and not self._running
-                entry.wide = alone and self._cores_idle() >= 1.0
+                # Asked at every start (cheap, cached) so that its window stays recent.
+                idle = self._cores_idle()
+                entry.wide = alone and idle >= WIDE_MIN_IDLE_CORES
                 self._running[entry.seq] = entry
                 return entry
             self._cond.wait(wait)
