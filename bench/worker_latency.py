@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 from duplex.devtools.redis_server import start_redis
 from duplex.text import ClauseSegmenter
+from duplex.worker.config import WorkerSection
 
 from bench import grpc_client
 from bench.context import BenchContext
@@ -34,8 +35,12 @@ def mb(value: int | None) -> float | None:
 
 
 def first_clause_chars(text: str) -> int:
-    """Length of the clause the worker synthesizes first (its segmenter's first cut)."""
-    segmenter = ClauseSegmenter()
+    """Length of the clause the worker synthesizes first (its segmenter's first cut, at the
+    worker's default ``first_clause_max_chars``)."""
+    first_max = WorkerSection.__dataclass_fields__["first_clause_max_chars"].default
+    segmenter = ClauseSegmenter(
+        first_max_chars=(first_max or None) if isinstance(first_max, int) else None
+    )
     clauses = segmenter.push(text) or segmenter.finish()
     return len(clauses[0].text.strip()) if clauses else 0
 
