@@ -49,6 +49,18 @@ def test_a_burst_of_endings_collects_once_within_the_interval() -> None:
     assert len(collections) == 2
 
 
+def test_with_many_live_sessions_a_batch_is_half_as_many() -> None:
+    clock, collections = _Clock(), []
+    sweeper = CycleSweeper(
+        every=3, min_interval_s=0.0, clock=clock, collect=lambda: collections.append(1)
+    )
+    for _ in range(99):
+        sweeper.session_ended(live=200)
+    assert collections == []
+    sweeper.session_ended(live=200)
+    assert len(collections) == 1
+
+
 def test_the_sweep_frees_cyclic_garbage_that_young_collections_left() -> None:
     clock = _Clock()
     sweeper = CycleSweeper(every=2, min_interval_s=0.0, clock=clock)

@@ -112,4 +112,4 @@ class SessionHub:
         self._connections.discard(connection)
         if connection.session_id is not None:
             self._by_session.pop(connection.session_id, None)
-        self._sweeper.session_ended()
+        self._sweeper.session_ended(len(self._connections))
