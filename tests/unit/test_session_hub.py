@@ -10,13 +10,17 @@ from dataclasses import replace
 from duplex.audio.frames import PcmFrame
 from duplex.orchestrator.config import OrchestratorConfig
 from duplex.orchestrator.metrics import OrchestratorMetrics
-from duplex.orchestrator.protocol import SessionEnd, SessionStart, TextChunk
+from duplex.orchestrator.protocol import ServerMessage, SessionEnd, SessionStart, TextChunk
 from duplex.orchestrator.session import SessionHub, SessionServices
 from duplex.orchestrator.session.sweeper import CycleSweeper
 from duplex.orchestrator.transports.base import ClientChannel, TransportKind
 
 from tests.unit.test_session import FakeClients, FakeRouter, FakeWorker
-from tests.unit.test_session_connection import Messages
+
+
+class Messages:
+    async def send_message(self, message: ServerMessage) -> None:
+        return None
 
 
 class Audio:
