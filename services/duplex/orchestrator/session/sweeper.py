@@ -1,19 +1,21 @@
 """Frees ended sessions' cyclic garbage in small batches rather than hundreds at a time.
 
 A session's objects form reference cycles (uvicorn's protocol and its transport, the
-session's callbacks into itself), so an ended session is freed only by the
-cycle collector, and only by a full collection: it lived for seconds, so its objects reached
-the oldest generation. With the process's collector thresholds (`__main__`, tuned so that
-frames waiting in the pacers do not cause full collections several times a second) a full
+session's callbacks into itself), so an ended session is freed only by the cycle collector,
+and only by a full collection: it lived for seconds, so its objects reached the oldest
+generation. With the process's collector thresholds (`__main__`, tuned so that frames
+waiting in the pacers do not cause full collections several times a second) a full
 collection came once per several hundred ended sessions: 40-50 MB of dead sessions piled up
-between two, the RSS was a sawtooth, and its troughs crept up (the live Python heap did not:
-the allocators keep pages a pile touched). A full collection after every batch of ended sessions keeps the pile
-small. Its pause grows with the live sessions (measured on the 2-core dev machine, 50 live
-sessions, ~40k tracked objects: ~20 ms of CPU, median); so a batch is at least half as many
-sessions as are live, which keeps the collector's cost per ended session flat however many
-are live (~0.6 ms of CPU per ended session in the soak, about 1% of the orchestrator's CPU).
-Each sweep stands in for an automatic full collection that would otherwise come later, over
-the same live sessions plus a larger pile.
+between two, the RSS was a sawtooth, and its troughs crept up (the live Python heap did
+not: the allocators keep pages a pile touched). A full collection after every batch of
+ended sessions keeps the pile small.
+
+Its pause grows with the live sessions (on the loaded 2-core dev machine, 50 live sessions,
+~40k tracked objects: ~20 ms of CPU, median), so a batch is at least half as many sessions
+as are live: the collector's cost per ended session stays flat however many are live (~0.6
+ms of CPU per ended session in the soak, about 1% of the orchestrator's CPU). Each sweep
+stands in for an automatic full collection that would otherwise come later, over the same
+live sessions plus a larger pile.
 """
 
 from __future__ import annotations
