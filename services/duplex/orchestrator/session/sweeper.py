@@ -12,8 +12,8 @@ ended sessions keeps the pile small.
 
 Its pause grows with the live sessions (on the loaded 2-core dev machine, 50 live sessions,
 ~40k tracked objects: ~20 ms of CPU, median), so a batch is at least half as many sessions
-as are live: the collector's cost per ended session stays flat however many are live (~0.6
-ms of CPU per ended session in the soak, about 1% of the orchestrator's CPU). Each sweep
+as are live: the collector's cost per ended session stays flat however many are live (~0.5
+ms of CPU per ended session in the soak, ~0.5% of the orchestrator's 108 ms). Each sweep
 stands in for an automatic full collection that would otherwise come later, over the same
 live sessions plus a larger pile.
 """
