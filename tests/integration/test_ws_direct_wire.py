@@ -1,13 +1,16 @@
 """Audio frames the WebSocket sink writes straight to uvicorn's transport are valid RFC 6455
-frames for a real client (the `websockets` library parses them strictly), of every length
-form, in order with the JSON messages that go through ASGI; behind flow control they wait
-their turn. A real uvicorn (websockets-sansio, as the orchestrator runs it) on loopback."""
+frames for real clients (the `websockets` library parses them strictly, and Chromium), of
+every length form, in order with the JSON messages that go through ASGI; behind flow control
+they wait their turn. A real uvicorn (websockets-sansio, as the orchestrator runs it) on
+loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import websockets
@@ -18,6 +21,8 @@ from duplex.orchestrator.transports.websocket import WebSocketSink
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
+
+from tests.integration.browser import open_chromium
 
 Script = Callable[[WebSocketSink], Awaitable[None]]
 _SIZES = (4, 1920, 70_000)  # 7-bit, 16-bit and 64-bit lengths
@@ -137,3 +142,49 @@ async def test_after_the_close_audio_is_not_written(harness: tuple[_Harness, str
     got = await _receive_all(url)
     assert written == [False]
     assert got == [_payload(4, 1)]
+
+
+_CHROMIUM_READ = """
+new Promise((resolve, reject) => {
+  const ws = new WebSocket(%s);
+  ws.binaryType = "arraybuffer";
+  const got = [];
+  ws.onmessage = (e) => {
+    if (typeof e.data === "string") { got.push(["text", e.data]); return; }
+    const b = new Uint8Array(e.data);
+    let sum = 0;
+    for (const x of b) sum = (sum * 31 + x) %% 1000000007;
+    got.push(["bytes", b.length, sum]);
+  };
+  ws.onclose = (e) => resolve({code: e.code, got});
+  ws.onerror = () => reject(new Error("websocket error"));
+})
+"""
+
+
+def _checksum(data: bytes) -> int:
+    total = 0
+    for x in data:
+        total = (total * 31 + x) % 1_000_000_007
+    return total
+
+
+async def test_chromium_reads_the_direct_frames_of_every_length_form(
+    harness: tuple[_Harness, str], tmp_path: Path
+) -> None:
+    h, url = harness
+
+    async def script(sink: WebSocketSink) -> None:
+        for seed, size in enumerate(_SIZES):
+            await sink.send(PcmFrame(_payload(size, seed), 48000))
+        await sink.send_message(AudioEnd(7))
+
+    h.script = script
+    async with open_chromium(tmp_path) as browser:
+        result = await browser.evaluate(_CHROMIUM_READ % json.dumps(url), limit_s=15.0)
+    assert h.direct == [True]
+    expected = [
+        ["bytes", size, _checksum(_payload(size, seed))] for seed, size in enumerate(_SIZES)
+    ]
+    assert result["got"] == [*expected, ["text", AudioEnd(7).to_json()]]
+    assert result["code"] == 1000
