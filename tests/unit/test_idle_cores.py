@@ -1,4 +1,4 @@
-"""IdleCores: the cores other processes leave idle, from /proc/stat less our own CPU time."""
+"""IdleCores: the machine's idle cores over the last window, from /proc/stat."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from duplex.worker.idle_cores import IdleCores, load_idle_cores
 
 
 class Clocks:
-    """A fake /proc/stat file, monotonic clock and process CPU clock moved by the test."""
+    """A fake /proc/stat file and monotonic clock moved by the test."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.now = 100.0
-        self.own = 0.0
         self.busy_ticks = 0
         self.idle_ticks = 0
         self.write()
@@ -33,7 +32,6 @@ class Clocks:
         self.busy_ticks += busy
         self.idle_ticks += int(cores * seconds * hz) - busy
         self.now += seconds
-        self.own += own * seconds
         self.write()
 
 
@@ -43,24 +41,22 @@ def clocks(tmp_path: Path) -> Clocks:
 
 
 def idle(clocks: Clocks) -> IdleCores:
-    return IdleCores(
-        stat=clocks.path, clock=lambda: clocks.now, own_cpu=lambda: clocks.own, cores=2
-    )
+    return IdleCores(stat=clocks.path, clock=lambda: clocks.now, cores=2)
 
 
-def test_our_own_busy_threads_do_not_count_as_load(clocks: Clocks) -> None:
-    """This process kept both cores busy (the clauses before); nobody else ran: 2 idle."""
+def test_our_own_busy_threads_count_as_load(clocks: Clocks) -> None:
+    """This process kept one core busy (clauses of other sessions): one core idle."""
     cores = idle(clocks)
     cores()  # the first call opens the window
-    clocks.advance(2.0, others=0.0, own=2.0)
-    assert cores() == pytest.approx(2.0, abs=0.05)
+    clocks.advance(2.0, others=0.0, own=1.0)
+    assert cores() == pytest.approx(1.0, abs=0.05)
 
 
 def test_other_processes_load_is_seen_within_a_second(clocks: Clocks) -> None:
-    """Another process took 1.5 cores over the last second: half a core is idle."""
+    """Another process took 1.3 cores over the last second, this one 0.2: half a core idle."""
     cores = idle(clocks)
     cores()
-    clocks.advance(1.0, others=1.5, own=0.2)
+    clocks.advance(1.0, others=1.3, own=0.2)
     assert cores() == pytest.approx(0.5, abs=0.05)
 
 

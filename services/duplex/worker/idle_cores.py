@@ -37,14 +37,14 @@ def _busy_seconds(stat: Path) -> float | None:
 
 
 class IdleCores:
-    """Cores that *other* processes left idle since the previous reading.
+    """Cores of the machine left idle since the previous reading (/proc/stat).
 
-    The machine's busy CPU time (/proc/stat) less this process's own CPU time, over the
-    window since the previous reading: a lone job then runs with nothing else of ours beside
-    it, so our own recent work (the clauses before it) is no reason to stay narrow, while
-    another process's is. The 1-minute load average used before lags by a minute and counts
-    our own threads; on a shared 2-core machine it kept the wide session off almost always.
-    Thread-safe; ``clock`` and ``own_cpu`` are injectable for tests.
+    The 1-minute load average used before lagged by a minute (a burst of other work long
+    over still kept the wide session off, and on a shared 2-core machine it was off almost
+    always). This process's own CPU counts as busy: subtracting it (a lone job runs with
+    nothing of ours beside it) put the wide session on at 8 real-time clients too, where
+    jobs that arrive while a wide one runs fight its second thread (+9% CPU per audio-second
+    in an A/B). Thread-safe; ``clock`` is injectable for tests.
     """
 
     def __init__(
@@ -52,15 +52,13 @@ class IdleCores:
         *,
         stat: Path = PROC_STAT,
         clock: Callable[[], float] = time.monotonic,
-        own_cpu: Callable[[], float] = time.process_time,
         cores: int | None = None,
     ) -> None:
         self._stat = stat
         self._clock = clock
-        self._own_cpu = own_cpu
         self._cores = cores or os.cpu_count() or 1
         self._lock = threading.Lock()
-        self._last: tuple[float, float, float] | None = None  # (when, machine busy, own cpu)
+        self._last: tuple[float, float] | None = None  # (when, machine busy seconds)
         self._value: float | None = None
 
     def __call__(self) -> float:
@@ -73,11 +71,9 @@ class IdleCores:
             busy = _busy_seconds(self._stat)
             if busy is None:
                 return load_idle_cores()
-            own = self._own_cpu()
-            self._last = (now, busy, own)
+            self._last = (now, busy)
             if last is None:
                 return load_idle_cores()
-            window = now - last[0]
-            others = max(0.0, (busy - last[1]) - (own - last[2])) / window
-            self._value = max(0.0, self._cores - others)
+            used = max(0.0, busy - last[1]) / (now - last[0])
+            self._value = max(0.0, self._cores - used)
             return self._value
