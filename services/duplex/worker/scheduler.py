@@ -34,7 +34,7 @@ MIN_RTF = 0.05  # the rtf assumed before one is measured
 
 
 WIDE_MIN_IDLE_CORES = 1.0
-"""A lone job runs wide only while other processes leave at least this many cores idle.
+"""A lone job runs wide only while the machine had at least this many cores idle lately.
 
 A wide session's job is only as fast as its slowest thread: on cores that other processes
 keep busy, its tail grew (4 clients on a shared 2-core machine: first-audio p95 374-420 ms
@@ -116,8 +116,8 @@ class SynthesisScheduler:
 
     A due job that starts while no other job runs or waits gets the voice's wide session
     (:class:`~duplex.worker.adapters.base.WideVoice`) when it has one: the cores would
-    otherwise idle, and one client's first audio comes sooner; only while the cores
-    that other processes leave idle (:data:`WIDE_MIN_IDLE_CORES`, measured by
+    otherwise idle, and one client's first audio comes sooner; only while the machine
+    had a core idle lately (:data:`WIDE_MIN_IDLE_CORES`, measured by
     :class:`~duplex.worker.idle_cores.IdleCores`). Jobs due later stay narrow:
     their speed does not reach the listener, and the wide session costs more CPU per job.
     """
