@@ -253,7 +253,7 @@ class SessionConfig:
     max_text_chars: int = 5000
     # Text is forwarded to the worker once an utterance's first clause is this long (cut at a
     # word), so a long opening sentence streamed word by word starts speaking early (0: off).
-    first_clause_max_chars: int = 40
+    first_clause_max_chars: int = 28
     open_timeout_s: float = 5.0
     # A worker that sends nothing for this long while it owes audio is treated as failed.
     frame_timeout_s: float = 5.0
