@@ -74,3 +74,18 @@ def test_with_no_other_host_the_sibling_still_takes_the_session() -> None:
     assert other_language.route(REQUEST, exclude=frozenset({"a1"})).worker.name == "a2"
     with pytest.raises(NoWorkerAvailable):
         other_language.route(REQUEST, exclude=frozenset({"a1", "a2"}))
+
+
+def test_a_failover_avoids_the_failed_host_after_the_failed_worker_left_the_view() -> None:
+    """The failed worker's record expired first; its sibling on the same host has not yet."""
+    view = View([
+        record("a1", "grpc://10.0.0.3:7001"),
+        record("a2", "grpc://10.0.0.3:7002", queue=0),
+        record("b1", "grpc://10.0.0.2:7001", queue=4),
+    ])  # fmt: skip
+    r = Router(cast(Any, view), RoutingSettings())
+    first = r.route(REQUEST, exclude=frozenset({"a2", "b1"}))
+    assert first.worker.name == "a1"
+    del view.records["a1"]  # its heartbeat expired before the session noticed the silence
+    for _ in range(3):
+        assert r.route(REQUEST, exclude=frozenset({"a1"})).worker.name == "b1"

@@ -80,6 +80,10 @@ class Router:
         self._clock = clock
         self._cursor = 0
         self._inflight: dict[str, list[_InFlight]] = {}
+        # The address of each worker this router chose, kept after it leaves the view: a
+        # failover often comes after the failed worker's record expired, while its siblings on
+        # the same (cut off) host are still in the view.
+        self._routed_addr: dict[str, str] = {}
         self._shared = shared
         self._shared_entries: dict[int, _Shared] = {}  # id(decision) -> its Redis entry
 
@@ -140,7 +144,8 @@ class Router:
                 if others:
                     counts[name] = counts.get(name, 0) + others
         self._cursor += 1
-        failed_hosts = {_host(live[n].addr) for n in exclude if n in live}
+        failed_addrs = [live[n].addr if n in live else self._routed_addr.get(n) for n in exclude]
+        failed_hosts = {_host(addr) for addr in failed_addrs if addr is not None}
         # Parsing every address costs ~10 us a worker: only a failover needs it.
         elsewhere = (
             [w for w in candidates if _host(w.addr) not in failed_hosts] if failed_hosts else []
@@ -162,6 +167,7 @@ class Router:
                     raise
         assert decision is not None
         name = decision.worker.name
+        self._routed_addr[name] = decision.worker.addr
         routed_at = self._clock()
         self._inflight.setdefault(name, []).append(_InFlight(decision, routed_at))
         if self._shared is not None:
